@@ -1,0 +1,41 @@
+# Two commands do all the set-up: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# torch first, pinned to the local CPU wheel: letting pip resolve plain `torch` pulls a CUDA build.
+$(VENV)/.deps: requirements.txt | $(PY)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -r requirements.txt
+	touch $@
+
+$(VENV)/.test-deps: requirements-test.txt $(VENV)/.deps
+	$(PIP) install -r requirements-test.txt
+	@if [ ! -x /usr/bin/chromium ]; then \
+		$(SUDO) apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver; \
+	fi
+	touch $@
+
+demo: $(VENV)/.deps
+	$(PY) -m hermes run assets/examples/bouncing-shapes.mp4 --model random-tiny --policy fifo \
+		--budget 256 --fps 4 --chunk-frames 8 \
+		--ask "what is on the screen now ?" --ask-at 6 --ask "what happened in the whole video ?"
+
+test: $(VENV)/.test-deps
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+bench: $(VENV)/.deps
+	$(PY) analysis/bench_engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,92 @@
+"""Attention for caches whose layers hold different numbers of tokens, with optional recording.
+
+The stock transformers mask is built once from layer 0's cache length; once layers evict
+different tokens that mask is wrong for every other layer. ``hermes_attention`` builds its
+own bottom-right causal mask per call (the q new queries are the last q of the k keys,
+every cached key is visible to them) and handles grouped-query attention.
+
+When a recorder is active (``with record_attention() as rec:``), every layer also stores
+the softmax rows of the current queries over its keys, averaged over heads, in
+``rec.rows[layer_idx]`` with shape (q, k). The recorder travels in a ContextVar because
+``generate()`` and the model's forward reject unknown kwargs.
+
+Registered with transformers as ``ATTENTION_NAME``; select it with
+``model.set_attn_implementation({"text_config": ATTENTION_NAME, "vision_config": "sdpa"})``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+
+ATTENTION_NAME = "hermes"
+
+
+@dataclass
+class AttentionRecorder:
+    """Softmax rows per layer: rows[layer] is a float32 (q, k) tensor, mean over heads."""
+
+    rows: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+_RECORDER: contextvars.ContextVar[AttentionRecorder | None] = contextvars.ContextVar("hermes_recorder", default=None)
+
+
+@contextlib.contextmanager
+def record_attention() -> Iterator[AttentionRecorder]:
+    """Record every decoder layer's attention rows during the forwards run inside."""
+    recorder = AttentionRecorder()
+    token = _RECORDER.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _RECORDER.reset(token)
+
+
+def bottom_right_causal_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
+    """(q, k) bool, True = may attend: query i sees keys j <= i + (k - q)."""
+    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=k_len - q_len)
+
+
+def hermes_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,  # (B, H, q, Dh)
+    key: torch.Tensor,  # (B, KV, k, Dh)
+    value: torch.Tensor,  # (B, KV, k, Dh)
+    attention_mask: torch.Tensor | None,  # ignored: layer-0-shaped, see module docstring
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: object,
+) -> tuple[torch.Tensor, None]:
+    """Attention over this layer's own keys; returns ((B, q, H, Dh), None)."""
+    q_len, k_len = query.shape[2], key.shape[2]
+    if k_len < q_len:
+        raise RuntimeError(f"attention got {q_len} queries but only {k_len} keys")
+    groups = query.shape[1] // key.shape[1]
+    mask = bottom_right_causal_mask(q_len, k_len, query.device) if q_len > 1 else None
+    recorder = _RECORDER.get()
+    if recorder is None:
+        out = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, scale=scaling, enable_gqa=groups > 1
+        )  # (B, H, q, Dh)
+        return out.transpose(1, 2).contiguous(), None
+    if groups > 1:
+        key = key.repeat_interleave(groups, dim=1)  # (B, H, k, Dh)
+        value = value.repeat_interleave(groups, dim=1)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scale  # (B, H, q, k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = scores.softmax(dim=-1)
+    recorder.rows[int(module.layer_idx)] = probs.mean(dim=(0, 1))  # (q, k)
+    out = torch.matmul(probs.to(value.dtype), value)  # (B, H, q, Dh)
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(ATTENTION_NAME, hermes_attention)

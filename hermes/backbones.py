@@ -1,0 +1,330 @@
+"""Backbones: LLaVA-OneVision through transformers, plus the pieces the engine needs from it.
+
+A ``Backbone`` bundles the model, its tokenizer, frame preprocessing (no torchvision,
+no AutoProcessor), the chat template split into the prefix ingested before the first
+chunk and the per-question text around the question, and the model's pseudo-query texts.
+
+    from hermes.backbones import load_backbone
+    bb = load_backbone("random-tiny")            # seeded random weights, tiny architecture
+    bb = load_backbone("path/to/saved/model")    # save_pretrained layout, safetensors
+    bb = load_backbone("llava-hf/llava-onevision-qwen2-0.5b-ov-hf")  # where the hub is reachable
+
+Names: "random-tiny" (tests, benchmarks), "random-ov-0.5b" (the real 0.5B architecture
+with random weights, for timing only), "hermes-tiny" (the bundled trained model in
+assets/models/hermes-tiny), a local directory, or a hub id.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import (
+    AutoTokenizer,
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    PreTrainedTokenizerBase,
+)
+
+from hermes.attention import ATTENTION_NAME
+from hermes.errors import HermesError
+from hermes.tokenizer import VIDEO, build_tokenizer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_MODELS = {"hermes-tiny": REPO_ROOT / "assets" / "models" / "hermes-tiny"}
+HERMES_JSON = "hermes.json"  # optional per-model settings: system prompt, pseudo-query texts
+
+# The paper's pseudo-query texts (DESIGN section 1), used for models that ship none.
+DEFAULT_PSEUDO_QUERIES = {
+    "local": "Describe the current scene in detail, focusing on specific objects, "
+    "fine-grained actions, and spatial relationships.",
+    "global": "Summarize the video narrative, identifying main characters, key events, "
+    "timeline changes, and the overall theme.",
+}
+TINY_PSEUDO_QUERIES = {"local": "what is on the screen now ?", "global": "what happened in the whole video ?"}
+TINY_SYSTEM_PROMPT = "you watch a video stream and answer ."
+_QUESTION_SENTINEL = "\u2063QUESTION\u2063"
+
+
+def tiny_config(vocab_size: int) -> LlavaOnevisionConfig:
+    """The hermes-tiny architecture: SigLIP 64 px / patch 8 (16 tokens per frame after
+    2x2 pooling), Qwen2 decoder with 12 layers, hidden 128, 4 heads / 2 KV heads."""
+    return LlavaOnevisionConfig(
+        vision_config={
+            "model_type": "siglip_vision_model",
+            "hidden_size": 128,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 64,
+            "patch_size": 8,
+            "vision_use_head": False,
+        },
+        text_config={
+            "model_type": "qwen2",
+            "vocab_size": vocab_size,
+            "hidden_size": 128,
+            "intermediate_size": 512,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 32768,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+            "tie_word_embeddings": True,
+        },
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        tie_word_embeddings=True,
+    )
+
+
+def ov_05b_config() -> LlavaOnevisionConfig:
+    """The architecture of llava-hf/llava-onevision-qwen2-0.5b-ov-hf (SigLIP-so400m 384 px,
+    26 layers; Qwen2-0.5B, 24 layers), written out so it can be built offline."""
+    return LlavaOnevisionConfig(
+        text_config={
+            "model_type": "qwen2",
+            "vocab_size": 152000,
+            "hidden_size": 896,
+            "intermediate_size": 4864,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 14,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 32768,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+            "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": True,
+        },
+        tie_word_embeddings=True,
+    )
+
+
+@dataclass
+class Backbone:
+    """A loaded LLaVA-OneVision model with everything the engine needs around it."""
+
+    name: str
+    model: LlavaOnevisionForConditionalGeneration
+    tokenizer: PreTrainedTokenizerBase
+    prefix_text: str  # chat text before the first video token
+    question_text: tuple[str, str]  # chat text before / after the question
+    pseudo_queries: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PSEUDO_QUERIES))
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    @property
+    def language_model(self) -> torch.nn.Module:
+        return self.model.model.language_model
+
+    @property
+    def n_layers(self) -> int:
+        return self.model.config.text_config.num_hidden_layers
+
+    @property
+    def max_positions(self) -> int:
+        return self.model.config.text_config.max_position_embeddings
+
+    @property
+    def image_size(self) -> int:
+        return self.model.config.vision_config.image_size
+
+    @property
+    def tokens_per_frame(self) -> int:
+        side = -(-(self.image_size // self.model.config.vision_config.patch_size) // 2)  # ceil(grid/2)
+        return side * side
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def stop_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")}
+        return {i for i in ids if i is not None and i != self.tokenizer.unk_token_id}
+
+    def to(self, device: str, dtype: torch.dtype | None = None) -> Backbone:
+        """Move (and optionally cast) the model in place; returns self."""
+        self.model.to(device=device, dtype=dtype)
+        return self
+
+    # ---- text ---------------------------------------------------------------------------
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prefix_ids(self) -> list[int]:
+        return self.encode_text(self.prefix_text)
+
+    def question_ids(self, question: str) -> list[int]:
+        before, after = self.question_text
+        return self.encode_text(before + question + after)
+
+    def embed_ids(self, ids: list[int]) -> torch.Tensor:
+        """(n,) ids -> (1, n, D) input embeddings."""
+        t = torch.tensor([ids], dtype=torch.long, device=self.device)
+        return self.language_model.embed_tokens(t)
+
+    # ---- vision -------------------------------------------------------------------------
+    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (T, H, W, 3) RGB -> normalised (T, 3, S, S) pixels: bicubic resize with
+        antialiasing to the vision size, /255, then (x - mean) / std."""
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        x = x.permute(0, 3, 1, 2).float() / 255.0  # (T, 3, H, W)
+        size = self.image_size
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+            x = x.clamp_(0.0, 1.0)
+        mean = torch.tensor(self.image_mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_std, device=x.device).view(1, 3, 1, 1)
+        return ((x - mean) / std).to(self.dtype)
+
+    @torch.no_grad()
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(T, 3, S, S) -> (1, T * tokens_per_frame + 1, D): pooled frame tokens in frame
+        order, then one image_newline token (LLaVA-OV appends one per call)."""
+        cfg = self.model.config
+        out = self.model.model.get_video_features(
+            pixel_values_videos=pixels.unsqueeze(0),
+            vision_feature_layer=cfg.vision_feature_layer,
+            vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+            return_dict=True,
+        )
+        return out.pooler_output
+
+    def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (T, H, W, 3) -> (1, T * tokens_per_frame + 1, D)."""
+        return self.encode_pixels(self.preprocess(frames))
+
+    # ---- RoPE ---------------------------------------------------------------------------
+    def rotate_keys(self, keys: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Re-rotate cached (post-RoPE) keys by a per-token position delta.
+
+        keys (B, KV, n, Dh), delta (n,) long. RoPE rotations compose, so a key at position
+        p rotated by (q - p) equals the key computed at position q."""
+        rotary = self.language_model.rotary_emb
+        cos, sin = rotary(keys, delta.to(keys.device).view(1, -1))  # (1, n, Dh) each
+        scale = getattr(rotary, "attention_scaling", 1.0) or 1.0
+        cos, sin = (cos / scale).unsqueeze(1), (sin / scale).unsqueeze(1)  # (1, 1, n, Dh)
+        half = keys.shape[-1] // 2
+        rotated_half = torch.cat((-keys[..., half:], keys[..., :half]), dim=-1)
+        return keys * cos + rotated_half * sin
+
+
+def split_chat_template(tokenizer: PreTrainedTokenizerBase, template: str | None, system_prompt: str | None
+                        ) -> tuple[str, tuple[str, str]]:
+    """Render a one-turn video chat and cut it at the video placeholder and the question.
+
+    Returns (prefix, (before_question, after_question)). The prefix is ingested once
+    before the first chunk; the question text is prefilled on top of the cache."""
+    if not template:
+        raise HermesError("the model's tokenizer has no chat template, so questions cannot be formatted")
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": [{"type": "video"}, {"type": "text", "text": _QUESTION_SENTINEL}]})
+    text = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=True)
+    if VIDEO not in text or _QUESTION_SENTINEL not in text:
+        raise HermesError("the model's chat template has no video placeholder ('<video>'), so it cannot take a stream")
+    prefix, rest = text.split(VIDEO, 1)
+    before, after = rest.split(_QUESTION_SENTINEL, 1)
+    return prefix, (before, after)
+
+
+def _read_settings(directory: Path | None) -> dict:
+    if directory is None or not (directory / HERMES_JSON).is_file():
+        return {}
+    return json.loads((directory / HERMES_JSON).read_text())
+
+
+def _processor_template(directory: Path | None) -> str | None:
+    """The processor's chat template (LLaVA-OV keeps the video-aware one there)."""
+    if directory is None:
+        return None
+    path = directory / "chat_template.json"
+    if path.is_file():
+        return json.loads(path.read_text()).get("chat_template")
+    return None
+
+
+def _finish(name: str, model: LlavaOnevisionForConditionalGeneration, tokenizer: PreTrainedTokenizerBase,
+            directory: Path | None, defaults: dict) -> Backbone:
+    settings = {**defaults, **_read_settings(directory)}
+    template = _processor_template(directory) or tokenizer.chat_template
+    prefix, question = split_chat_template(tokenizer, template, settings.get("system_prompt"))
+    model.eval()
+    return Backbone(
+        name=name,
+        model=model,
+        tokenizer=tokenizer,
+        prefix_text=prefix,
+        question_text=question,
+        pseudo_queries=dict(settings.get("pseudo_queries", DEFAULT_PSEUDO_QUERIES)),
+    )
+
+
+def _use_hermes_attention(model: LlavaOnevisionForConditionalGeneration) -> None:
+    model.set_attn_implementation({"text_config": ATTENTION_NAME, "vision_config": "sdpa"})
+
+
+def build_random(config: LlavaOnevisionConfig, seed: int = 0, name: str = "random") -> Backbone:
+    """A backbone of the given architecture with seeded random weights and the project's tokenizer."""
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config)
+    _use_hermes_attention(model)
+    tiny_defaults = {"system_prompt": TINY_SYSTEM_PROMPT, "pseudo_queries": TINY_PSEUDO_QUERIES}
+    return _finish(name, model, tokenizer, None, tiny_defaults)
+
+
+def load_backbone(model: str = "hermes-tiny", *, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                  seed: int = 0) -> Backbone:
+    """Load a backbone by name, local directory or hub id (see the module docstring)."""
+    if model == "random-tiny":
+        return build_random(tiny_config(len(build_tokenizer())), seed=seed, name="random-tiny").to(device, dtype)
+    if model == "random-ov-0.5b":
+        return build_random(ov_05b_config(), seed=seed, name="random-ov-0.5b").to(device, dtype)
+    if model in BUNDLED_MODELS:
+        directory = BUNDLED_MODELS[model]
+        if not (directory / "config.json").is_file():
+            raise HermesError(
+                f"the bundled model {model!r} is not in {directory}; train it with "
+                "`python -m hermes.train_tiny`, or use model='random-tiny'"
+            )
+        source = str(directory)
+    else:
+        directory = Path(model).expanduser()
+        if directory.exists() and not (directory / "config.json").is_file():
+            raise HermesError(f"{directory} is not a saved model directory (no config.json in it)")
+        source = str(directory) if directory.exists() else model
+        directory = directory if directory.exists() else None
+    try:
+        net = LlavaOnevisionForConditionalGeneration.from_pretrained(
+            source,
+            dtype=dtype,
+            attn_implementation={"text_config": ATTENTION_NAME, "vision_config": "sdpa"},
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as err:
+        raise HermesError(
+            f"could not load model {model!r}: not a saved model directory, and the hub could not "
+            f"provide it ({str(err).splitlines()[0]})"
+        ) from err
+    if directory is None:  # hub id: the processor's chat template is a separate file
+        directory = _hub_snapshot_dir(source)
+    return _finish(model, net.to(device), tokenizer, directory, {})
+
+
+def _hub_snapshot_dir(repo_id: str) -> Path | None:
+    """The local snapshot folder of a hub model, where its chat_template.json lives."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.jinja"]))
+    except Exception:  # the template then comes from the tokenizer
+        return None
+

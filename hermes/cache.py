@@ -1,0 +1,185 @@
+"""The hierarchical KV cache: one object per decoder layer, each with its own tokens.
+
+Every layer stores, for each cached token: key and value (post-RoPE, as the model wrote
+them), RoPE position, source frame index (-1 for text) and kind (prefix / video /
+newline / summary / text). Layers may diverge in length and positions: eviction is per
+layer, and the attention function (hermes.attention) masks each layer on its own.
+
+A forward writes through ``Cache.update`` (transformers' interface). Token metadata for
+the tokens about to be written is staged first:
+
+    with cache.staged(positions, frames, kinds):          # write the new tokens
+        lm(inputs_embeds=..., past_key_values=cache, ...)
+    with cache.staged(positions, frames, kinds, write=False):  # read-only (pseudo-queries)
+        ...
+
+Edit operations: ``keep`` (per layer), ``fold`` (evicted tokens -> one summary token),
+``set_positions`` (re-index with key re-rotation), ``crop``, ``nbytes``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+# Token kinds.
+PREFIX, VIDEO, NEWLINE, SUMMARY, TEXT = 0, 1, 2, 3, 4
+KIND_NAMES = {PREFIX: "prefix", VIDEO: "video", NEWLINE: "newline", SUMMARY: "summary", TEXT: "text"}
+EVICTABLE_KINDS = (VIDEO, NEWLINE, SUMMARY)
+
+RotateFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (keys, delta positions) -> keys
+
+
+@dataclass
+class TokenMeta:
+    """Metadata of tokens about to be written: three (n,) tensors."""
+
+    positions: torch.Tensor  # long
+    frames: torch.Tensor  # long, -1 for text tokens
+    kinds: torch.Tensor  # int8, one of the kind codes above
+
+
+class HermesLayer(DynamicLayer):
+    """One decoder layer's cache: keys/values (1, KV, n, Dh) plus per-token metadata (n,)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.positions = torch.zeros(0, dtype=torch.long)
+        self.frames = torch.zeros(0, dtype=torch.long)
+        self.kinds = torch.zeros(0, dtype=torch.int8)
+        self.pending: TokenMeta | None = None
+        self.write = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        meta = self.pending
+        if meta is None or meta.positions.numel() != key_states.shape[-2]:
+            raise RuntimeError("HermesCache: stage the new tokens' metadata (cache.staged(...)) before a forward")
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        keys = torch.cat([self.keys, key_states], dim=-2)
+        values = torch.cat([self.values, value_states], dim=-2)
+        if self.write:
+            self.keys, self.values = keys, values
+            self.positions = torch.cat([self.positions, meta.positions])
+            self.frames = torch.cat([self.frames, meta.frames])
+            self.kinds = torch.cat([self.kinds, meta.kinds])
+        return keys, values
+
+    def __len__(self) -> int:
+        return int(self.positions.numel())
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep the tokens at `index` (long, in the order given)."""
+        self.keys = self.keys.index_select(-2, index.to(self.keys.device))
+        self.values = self.values.index_select(-2, index.to(self.values.device))
+        self.positions = self.positions[index]
+        self.frames = self.frames[index]
+        self.kinds = self.kinds[index]
+
+
+class HermesCache(Cache):
+    """Per-layer KV cache with positions, frames and kinds; see the module docstring."""
+
+    def __init__(self, n_layers: int, rotate: RotateFn) -> None:
+        super().__init__(layers=[HermesLayer() for _ in range(n_layers)])
+        self.rotate = rotate
+
+    # ---- writing ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def staged(self, positions: torch.Tensor, frames: torch.Tensor, kinds: torch.Tensor, write: bool = True
+               ) -> Iterator[None]:
+        """Stage metadata for the next forward's tokens; write=False leaves the cache unchanged."""
+        meta = TokenMeta(positions.long(), frames.long(), kinds.to(torch.int8))
+        for layer in self.layers:
+            layer.pending, layer.write = meta, write
+        try:
+            yield
+        finally:
+            for layer in self.layers:
+                layer.pending, layer.write = None, True
+
+    # ---- reading ------------------------------------------------------------------------
+    def lengths(self) -> list[int]:
+        """Tokens per layer (all kinds)."""
+        return [len(layer) for layer in self.layers]
+
+    def evictable_index(self, layer_idx: int) -> torch.Tensor:
+        """Indices of a layer's video / newline / summary tokens, cache order."""
+        kinds = self.layers[layer_idx].kinds
+        mask = torch.zeros_like(kinds, dtype=torch.bool)
+        for kind in EVICTABLE_KINDS:
+            mask |= kinds == kind
+        return mask.nonzero().flatten()
+
+    def evictable_lengths(self) -> list[int]:
+        return [int(self.evictable_index(i).numel()) for i in range(len(self.layers))]
+
+    def max_position(self) -> int:
+        return max((int(layer.positions.max()) for layer in self.layers if len(layer)), default=-1)
+
+    def nbytes(self) -> int:
+        """Bytes held by keys and values over all layers."""
+        return sum(layer.keys.nbytes + layer.values.nbytes for layer in self.layers if layer.is_initialized)
+
+    # ---- editing ------------------------------------------------------------------------
+    def keep(self, layer_idx: int, index: torch.Tensor) -> None:
+        """Keep only the tokens at `index` in one layer (sorted to cache order)."""
+        self.layers[layer_idx].select(torch.sort(index.long()).values)
+
+    def fold(self, layer_idx: int, index: torch.Tensor) -> None:
+        """Replace the tokens at `index` by one summary token.
+
+        The summary sits at the smallest position among them; each folded key is re-rotated
+        to that position, then keys and values are averaged. Tokens stay in position order."""
+        layer = self.layers[layer_idx]
+        index = torch.sort(index.long()).values
+        if index.numel() == 0:
+            return
+        positions = layer.positions[index]
+        target = positions.min()
+        keys = self.rotate(layer.keys[..., index, :], target - positions)  # (1, KV, m, Dh)
+        summary_k = keys.mean(dim=-2, keepdim=True)
+        summary_v = layer.values[..., index, :].mean(dim=-2, keepdim=True)
+        rest = torch.ones(len(layer), dtype=torch.bool)
+        rest[index] = False
+        before = (rest & (layer.positions < target)).nonzero().flatten()
+        after = (rest & (layer.positions > target)).nonzero().flatten()
+        layer.keys = torch.cat([layer.keys[..., before, :], summary_k, layer.keys[..., after, :]], dim=-2)
+        layer.values = torch.cat([layer.values[..., before, :], summary_v, layer.values[..., after, :]], dim=-2)
+        one = torch.ones(1, dtype=torch.long)
+        layer.positions = torch.cat([layer.positions[before], target.view(1), layer.positions[after]])
+        layer.frames = torch.cat([layer.frames[before], -one, layer.frames[after]])
+        layer.kinds = torch.cat([layer.kinds[before], (SUMMARY * one).to(torch.int8), layer.kinds[after]])
+
+    def set_positions(self, layer_idx: int, positions: torch.Tensor) -> None:
+        """Give a layer's tokens new RoPE positions, re-rotating keys by (new - old)."""
+        layer = self.layers[layer_idx]
+        positions = positions.long()
+        delta = positions - layer.positions
+        if bool((delta != 0).any()):
+            layer.keys = self.rotate(layer.keys, delta)
+        layer.positions = positions
+
+    def compact(self, layer_idx: int, end: int) -> None:
+        """Re-index one layer: prefix tokens keep their positions, the others get
+        consecutive positions ending at end - 1 (so new tokens at `end` follow on)."""
+        layer = self.layers[layer_idx]
+        positions = layer.positions.clone()
+        rest = (layer.kinds != PREFIX).nonzero().flatten()
+        positions[rest] = torch.arange(end - rest.numel(), end, dtype=torch.long)
+        self.set_positions(layer_idx, positions)
+
+    def crop(self, lengths: list[int]) -> None:
+        """Cut each layer back to the given length (drops the newest tokens)."""
+        for layer, n in zip(self.layers, lengths, strict=True):
+            if len(layer) > n:
+                layer.select(torch.arange(n))
+
+    def clear(self) -> None:
+        for i in range(len(self.layers)):
+            self.layers[i] = HermesLayer()

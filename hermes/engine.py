@@ -1,0 +1,350 @@
+"""The streaming engine: frames in, a bounded per-layer KV cache, answers out in milliseconds.
+
+    import hermes
+    engine = hermes.load_engine("random-tiny", policy="fifo", budget=512)
+    events = engine.ingest(frames, timestamps)   # uint8 (T, H, W, 3), seconds
+    engine.flush()                               # process a partial last chunk
+    answer = engine.ask("what is on the screen now ?")
+    print(answer.text, answer.ttft_s, engine.cache_lengths())
+
+Per chunk: encode frames (vision tower + projector + pooling), append them to every layer
+of the cache in one forward, let the policy score each layer's tokens and keep the best
+``budget``, re-index positions when needed. A question is prefilled on top of the cache,
+decoded greedily, and cropped off again: asking never scores, evicts or re-encodes.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from hermes import policies
+from hermes.backbones import Backbone, load_backbone
+from hermes.cache import NEWLINE, PREFIX, TEXT, VIDEO, HermesCache
+from hermes.config import HermesConfig
+from hermes.errors import HermesError
+from hermes.policies import LayerContext, Policy
+from hermes.telemetry import ChunkEvent, QuestionEvent
+
+MAX_QUESTION_CHARS = 2000
+
+
+@dataclass
+class Answer:
+    """A decoded answer and its timing."""
+
+    text: str
+    tokens: list[int] = field(default_factory=list)
+    ttft_s: float = 0.0  # question arrival -> first decoded token
+    total_s: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return len(self.tokens) / self.total_s if self.total_s > 0 else 0.0
+
+
+class StreamEngine:
+    """Streaming video QA over a per-layer KV cache. Thread-safe: calls are serialised."""
+
+    def __init__(self, backbone: Backbone, policy: Policy, config: HermesConfig) -> None:
+        self.backbone = backbone
+        self.policy = policy
+        self.config = config
+        self._lock = threading.RLock()
+        self.reset()
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the stream: empty cache with only the prefix, counters at zero."""
+        with self._lock:
+            self.cache = HermesCache(self.backbone.n_layers, self.backbone.rotate_keys)
+            self._pending: list[torch.Tensor] = []  # preprocessed frames (3, S, S) of the partial chunk
+            self._pending_times: list[float] = []
+            self.frames_seen = 0
+            self.chunks = 0
+            self.last_time: float | None = None
+            self.next_position = 0
+            self.timings: dict[str, float] = defaultdict(float)
+            self.questions: list[QuestionEvent] = []
+            self.last_answer: Answer | None = None
+            ids = self.backbone.prefix_ids()
+            n = len(ids)
+            self._forward(self.backbone.embed_ids(ids), torch.arange(n), torch.full((n,), -1),
+                          torch.full((n,), PREFIX))
+            self.prefix_tokens = n
+            self.next_position = n
+
+    # ---- ingest -------------------------------------------------------------------------
+    def ingest(self, frames: np.ndarray, timestamps: Sequence[float] | np.ndarray | None = None) -> list[ChunkEvent]:
+        """Add frames (uint8 (T, H, W, 3) or one (H, W, 3)); process every complete chunk.
+
+        timestamps: seconds, increasing; default frames_seen / fps. The remainder of a
+        partial chunk waits for the next call or ``flush()``."""
+        frames = _check_frames(frames)
+        with self._lock:
+            times = self._check_times(timestamps, len(frames))
+            pixels = self.backbone.preprocess(frames)  # (T, 3, S, S)
+            self._pending.extend(pixels.unbind(0))
+            self._pending_times.extend(times)
+            self.last_time = times[-1] if times else self.last_time
+            events = []
+            while len(self._pending) >= self.config.chunk_frames:
+                events.append(self._take_chunk(self.config.chunk_frames))
+            return events
+
+    def flush(self) -> list[ChunkEvent]:
+        """Process the frames of a partial chunk, if any."""
+        with self._lock:
+            return [self._take_chunk(len(self._pending))] if self._pending else []
+
+    def _check_times(self, timestamps: Sequence[float] | np.ndarray | None, n: int) -> list[float]:
+        start = self.frames_seen + len(self._pending)
+        if timestamps is None:
+            return [(start + i) / self.config.fps for i in range(n)]
+        times = [float(t) for t in np.asarray(timestamps, dtype=np.float64).reshape(-1)]
+        if len(times) != n:
+            raise HermesError(f"got {n} frames but {len(times)} timestamps")
+        if not all(math.isfinite(t) and t >= 0 for t in times):
+            raise HermesError("timestamps must be finite numbers of seconds >= 0")
+        prev = [self.last_time] if self.last_time is not None else []
+        seq = prev + times
+        if any(b <= a for a, b in zip(seq, seq[1:], strict=False)):
+            raise HermesError(
+                f"timestamps must increase (stream is at {self.last_time} s, got {times[:3]}...)"
+                if prev else "timestamps must increase"
+            )
+        return times
+
+    def _take_chunk(self, n_frames: int) -> ChunkEvent:
+        pixels = torch.stack(self._pending[:n_frames])  # (T, 3, S, S)
+        times = self._pending_times[:n_frames]
+        tpf = self.backbone.tokens_per_frame
+        n_tokens = n_frames * tpf + 1
+        self._make_room(n_tokens)
+        t0 = time.perf_counter()
+        feats = self.backbone.encode_pixels(pixels)  # (1, T * tpf + 1, D)
+        t1 = time.perf_counter()
+        first = self.frames_seen
+        frame_ids = torch.cat([torch.arange(first, first + n_frames).repeat_interleave(tpf),
+                               torch.tensor([first + n_frames - 1])])
+        kinds = torch.cat([torch.full((n_frames * tpf,), VIDEO), torch.tensor([NEWLINE])])
+        positions = self.next_position + torch.arange(n_tokens)
+        self._forward(feats, positions, frame_ids, kinds)
+        self.next_position += n_tokens
+        t2 = time.perf_counter()
+        evicted = self._evict()
+        self._reindex()
+        t3 = time.perf_counter()
+        del self._pending[:n_frames], self._pending_times[:n_frames]
+        self.frames_seen += n_frames
+        self.chunks += 1
+        timings = {"encode": t1 - t0, "prefill": t2 - t1, "evict": t3 - t2, "total": t3 - t0}
+        for key, value in timings.items():
+            self.timings[key] += value
+        return ChunkEvent(
+            chunk=self.chunks - 1, first_frame=first, n_frames=n_frames, t_start=times[0], t_end=times[-1],
+            cache_lengths=np.array(self.cache_lengths()), evicted=evicted, kv_bytes=self.cache.nbytes(),
+            max_position=self.cache.max_position(), timings=timings,
+        )
+
+    def _make_room(self, n_tokens: int) -> None:
+        """Refuse a chunk (before touching the cache) that would run past the model's positions."""
+        if self.next_position + n_tokens + 1 > self.backbone.max_positions:
+            self._compact_all()
+        if self.next_position + n_tokens + 1 > self.backbone.max_positions:
+            raise HermesError(
+                f"the cache holds {max(self.cache.lengths())} tokens and cannot take {n_tokens} more within the "
+                f"model's {self.backbone.max_positions} positions; use a policy that evicts, with a budget"
+            )
+
+    # ---- eviction -----------------------------------------------------------------------
+    def _evict(self) -> np.ndarray:
+        """Cut every layer back to its budget by the policy's scores; returns (L,) evicted counts."""
+        n_layers = self.backbone.n_layers
+        evicted = np.zeros(n_layers, dtype=np.int64)
+        if not self.policy.evicts or self.config.budget is None:
+            return evicted
+        for layer_idx in range(n_layers):
+            budget = self.policy.layer_budget(layer_idx, n_layers, self.config.budget)
+            index = self.cache.evictable_index(layer_idx)
+            n = int(index.numel())
+            if n <= budget:
+                continue
+            layer = self.cache.layers[layer_idx]
+            ctx = LayerContext(
+                layer=layer_idx, n_layers=n_layers, budget=budget,
+                positions=layer.positions[index].numpy(), frames=layer.frames[index].numpy(),
+                kinds=layer.kinds[index].numpy(), frames_seen=self.frames_seen,
+            )
+            scores = np.asarray(self.policy.score(ctx), dtype=np.float64).reshape(-1)
+            if scores.shape != (n,):
+                raise HermesError(f"policy {self.policy.name!r} returned {scores.shape} scores for {n} tokens")
+            order = np.lexsort((-np.arange(n), -scores))  # best score first, ties to the newer token
+            kept = index[torch.from_numpy(np.sort(order[:budget]))]
+            fixed = (layer.kinds == PREFIX).nonzero().flatten()
+            self.cache.keep(layer_idx, torch.cat([fixed, kept]))
+            evicted[layer_idx] = n - budget
+        return evicted
+
+    def _reindex(self) -> None:
+        lazy_limit = self.backbone.max_positions - self.config.reindex_margin
+        if self.config.reindex == "eager" or self.next_position > lazy_limit:
+            self._compact_all()
+
+    def _compact_all(self) -> None:
+        """Give every layer consecutive positions after the prefix, ending at a common end."""
+        end = self.prefix_tokens + max(self.cache.evictable_lengths())
+        for layer_idx in range(self.backbone.n_layers):
+            self.cache.compact(layer_idx, end)
+        self.next_position = end
+
+    # ---- questions ----------------------------------------------------------------------
+    def ask(self, question: str, max_new_tokens: int | None = None) -> Answer:
+        """Answer a question about everything ingested so far."""
+        for _ in self.ask_stream(question, max_new_tokens):
+            pass
+        assert self.last_answer is not None
+        return self.last_answer
+
+    def ask_stream(self, question: str, max_new_tokens: int | None = None) -> Iterator[str]:
+        """Yield the answer's text piece by piece; ``last_answer`` holds the result after."""
+        question = _check_question(question)
+        max_new = self.config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        if not 1 <= max_new <= 1024:
+            raise HermesError(f"max_new_tokens must be in [1, 1024], got {max_new_tokens!r}")
+        with self._lock:
+            start = time.perf_counter()
+            lengths = self.cache.lengths()
+            tokens: list[int] = []
+            ttft, text = 0.0, ""
+            try:
+                for token in self._decode(self.backbone.question_ids(question), max_new):
+                    if not tokens:
+                        ttft = time.perf_counter() - start
+                    if token is None:
+                        break
+                    tokens.append(token)
+                    new_text = self.backbone.tokenizer.decode(tokens, skip_special_tokens=True)
+                    if new_text.startswith(text) and not new_text.endswith("\ufffd"):
+                        piece, text = new_text[len(text):], new_text
+                        if piece:
+                            yield piece
+                text = self.backbone.tokenizer.decode(tokens, skip_special_tokens=True)
+            finally:
+                self.cache.crop(lengths)
+            total = time.perf_counter() - start
+            self.last_answer = Answer(text=text, tokens=tokens, ttft_s=ttft, total_s=total)
+            self.questions.append(QuestionEvent(question, text, ttft, total, len(tokens), self.frames_seen))
+
+    def _decode(self, ids: list[int], max_new: int) -> Iterator[int | None]:
+        """Prefill the question at the next positions, then greedy decode with repetition
+        penalty. Yields token ids; None once a stop token is chosen (first yield is timed)."""
+        penalty = self.config.repetition_penalty
+        stop = self.backbone.stop_ids
+        seen = set(ids)
+        pos = self.next_position
+        hidden = self._forward(self.backbone.embed_ids(ids), pos + torch.arange(len(ids)),
+                               torch.full((len(ids),), -1), torch.full((len(ids),), TEXT))
+        pos += len(ids)
+        for step in range(max_new):
+            logits = self.backbone.model.lm_head(hidden[:, -1]).float()[0]  # (V,)
+            token = int(_penalise(logits, seen, penalty).argmax())
+            if token in stop:
+                yield None
+                return
+            yield token
+            seen.add(token)
+            if step + 1 < max_new:
+                hidden = self._forward(self.backbone.embed_ids([token]), torch.tensor([pos]),
+                                       torch.tensor([-1]), torch.tensor([TEXT]))
+                pos += 1
+
+    # ---- model --------------------------------------------------------------------------
+    @torch.no_grad()
+    def _forward(self, embeds: torch.Tensor, positions: torch.Tensor, frames: torch.Tensor, kinds: torch.Tensor,
+                 write: bool = True) -> torch.Tensor:
+        """Run the decoder over (1, n, D) embeddings on top of the cache -> (1, n, D) hidden."""
+        with self.cache.staged(positions, frames, kinds, write=write):
+            out = self.backbone.language_model(
+                inputs_embeds=embeds,
+                position_ids=positions.view(1, -1).to(embeds.device),
+                past_key_values=self.cache,
+                attention_mask={"full_attention": None},
+                use_cache=True,
+            )
+        return out.last_hidden_state
+
+    # ---- inspection ---------------------------------------------------------------------
+    def cache_lengths(self) -> list[int]:
+        """Evictable (video, newline, summary) tokens held by each layer."""
+        with self._lock:
+            return self.cache.evictable_lengths()
+
+    def stats(self) -> dict:
+        """Frames seen, cache size and positions, cumulative timings (seconds)."""
+        with self._lock:
+            return {
+                "model": self.backbone.name,
+                "policy": self.policy.name,
+                "budget": self.config.budget,
+                "frames_seen": self.frames_seen,
+                "pending_frames": len(self._pending),
+                "chunks": self.chunks,
+                "stream_time_s": self.last_time,
+                "prefix_tokens": self.prefix_tokens,
+                "cache_lengths": self.cache_lengths(),
+                "kv_bytes": self.cache.nbytes(),
+                "max_position": self.cache.max_position(),
+                "next_position": self.next_position,
+                "questions": len(self.questions),
+                "timings": dict(self.timings),
+            }
+
+
+def _penalise(logits: torch.Tensor, seen: set[int], penalty: float) -> torch.Tensor:
+    """HF-style repetition penalty: divide positive, multiply negative logits of seen tokens."""
+    if penalty == 1.0 or not seen:
+        return logits
+    idx = torch.tensor(sorted(seen), dtype=torch.long)
+    vals = logits[idx]
+    logits = logits.clone()
+    logits[idx] = torch.where(vals > 0, vals / penalty, vals * penalty)
+    return logits
+
+
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    if not isinstance(frames, np.ndarray):
+        raise HermesError(f"frames must be a numpy uint8 array (T, H, W, 3), got {type(frames).__name__}")
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
+        raise HermesError(f"frames must have shape (T, H, W, 3) with T, H, W > 0, got {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise HermesError(f"frames must be uint8 RGB (0-255), got dtype {frames.dtype}")
+    return frames
+
+
+def _check_question(question: str) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise HermesError("the question is empty: type something to ask about the video")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise HermesError(f"the question is too long ({len(question)} characters; at most {MAX_QUESTION_CHARS})")
+    return question.strip()
+
+
+def load_engine(model: str | Backbone = "hermes-tiny", policy: str | Policy = "hermes", budget: int | None = None,
+                *, device: str = "cpu", seed: int = 0, policy_params: dict | None = None,
+                **config: object) -> StreamEngine:
+    """Build a StreamEngine. `model`: a name / directory / hub id (see hermes.backbones) or an
+    already loaded Backbone (engines may share one); `config`: HermesConfig fields."""
+    cfg = HermesConfig.from_kwargs(budget=budget, **config)
+    pol = policies.get(policy, **(policy_params or {}))
+    backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, seed=seed)
+    return StreamEngine(backbone, pol, cfg)
