@@ -15,6 +15,7 @@ decoded greedily, and cropped off again: asking never scores, evicts or re-encod
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -114,12 +115,8 @@ class StreamEngine:
         if not all(math.isfinite(t) and t >= 0 for t in times):
             raise HermesError("timestamps must be finite numbers of seconds >= 0")
         prev = [self.last_time] if self.last_time is not None else []
-        seq = prev + times
-        if any(b <= a for a, b in zip(seq, seq[1:], strict=False)):
-            raise HermesError(
-                f"timestamps must increase (stream is at {self.last_time} s, got {times[:3]}...)"
-                if prev else "timestamps must increase"
-            )
+        if any(b <= a for a, b in itertools.pairwise(prev + times)):
+            raise HermesError(f"timestamps must increase (stream is at {self.last_time} s, got {times[:4]})")
         return times
 
     def _take_chunk(self, n_frames: int) -> ChunkEvent:
