@@ -1,0 +1,32 @@
+"""Shared fixtures: one random-tiny backbone per session, small random frame streams."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for a hub
+
+from hermes.backbones import Backbone, load_backbone  # noqa: E402
+from hermes.config import HermesConfig  # noqa: E402
+from hermes.engine import StreamEngine  # noqa: E402
+from hermes.policies import get  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def backbone() -> Backbone:
+    return load_backbone("random-tiny", seed=0)
+
+
+def random_frames(n: int, height: int = 40, width: int = 56, seed: int = 0) -> np.ndarray:
+    """uint8 (n, H, W, 3) frames with structure (blocks of colour), not white noise."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(n, 5, 7, 3), dtype=np.uint8)
+    return np.repeat(np.repeat(small, height // 5, axis=1), width // 7, axis=2)
+
+
+def make_engine(backbone: Backbone, policy: str = "full", budget: int | None = None, **config: object
+                ) -> StreamEngine:
+    return StreamEngine(backbone, get(policy), HermesConfig.from_kwargs(budget=budget, **config))
