@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - exercised where decord2 is not install
 av.logging.set_level(av.logging.PANIC)  # our messages replace FFmpeg's console noise
 
 BACKENDS = ("auto", "decord", "pyav")
-_EPS = 1e-6
+_EPS = 1e-3  # seconds; WebM/Matroska store times in whole milliseconds
 _DECORD_BATCH = 16
 _IMAGE_MAGIC = [
     (0, b"\x89PNG\r\n\x1a\n", "a PNG image"),
@@ -149,8 +149,10 @@ def probe(path: str | Path) -> VideoInfo:
         raise _open_error(p, err) from err
     with container:
         streams = container.streams
+        if not len(streams):
+            raise _open_error(p, ValueError("no streams found"))
         if not streams.video:
-            kinds = sorted({s.type for s in streams}) or ["nothing"]
+            kinds = sorted({s.type for s in streams})
             raise VideoError(f"{p.name} has no video stream (it holds: {', '.join(kinds)})")
         stream = streams.video[0]
         duration = None
@@ -178,26 +180,29 @@ def iter_frames(path: str | Path, fps: float, backend: str = "auto") -> Iterator
         raise VideoError(f"backend must be one of {BACKENDS}, got {backend!r}")
     info = probe(path)
     p = Path(path).expanduser()
-    use_decord = backend == "decord" or (backend == "auto" and decord is not None)
     if backend == "decord" and decord is None:
         raise VideoError("the decord reader is not installed (pip install decord2); use backend='pyav'")
-    reader = None
-    if use_decord:
-        try:
-            reader = _DecordReader(p)
-        except Exception as err:  # decord raises bare runtime errors
-            if backend == "decord":
-                raise _open_error(p, err) from err
-    decoded: list[float] = []  # time of the last frame decoded (sampled or not), set by the reader
-    frames = reader.frames(fps, decoded) if reader is not None else _pyav_frames(p, fps, decoded)
+    decoded: list[float] = []  # time of the last frame decoded (sampled or not), set by the readers
     last_t, count = None, 0
     try:
-        for frame, t in frames:
-            last_t, count = t, count + 1
-            yield frame, t
-    except VideoError:
-        raise
-    except Exception as err:  # any decoder failure mid-stream means bad data
+        if backend == "decord" or (backend == "auto" and decord is not None):
+            try:
+                for frame, t in _decord_frames(p, fps, decoded):
+                    last_t, count = t, count + 1
+                    yield frame, t
+            except Exception:
+                if backend == "decord":
+                    raise
+                # decord2 fails on some files (AV1 builds, some frame sizes): PyAV goes on from here
+                decoded.clear()
+                for frame, t in _pyav_frames(p, fps, decoded, after=last_t):
+                    last_t, count = t, count + 1
+                    yield frame, t
+        else:
+            for frame, t in _pyav_frames(p, fps, decoded):
+                last_t, count = t, count + 1
+                yield frame, t
+    except Exception as err:  # any decoder failure means bad data
         at = f"after {last_t:.2f} s" if last_t is not None else "before the first frame"
         raise VideoError(f"{p.name} is truncated or corrupt: decoding failed {at} ({_reason(err)})") from err
     if count == 0:
@@ -225,34 +230,36 @@ def read_video(path: str | Path, fps: float, backend: str = "auto") -> tuple[np.
     return np.stack(frames), np.asarray(times, dtype=np.float64)
 
 
-class _DecordReader:
-    def __init__(self, p: Path) -> None:
-        self.vr = decord.VideoReader(str(p), ctx=decord.cpu(0))
-        n = len(self.vr)
-        self.times = self.vr.get_frame_timestamp(list(range(n)))[:, 0] if n else np.zeros(0)
-
-    def frames(self, fps: float, decoded: list[float]) -> Iterator[tuple[np.ndarray, float]]:
-        sampler = _Sampler(fps)
-        if len(self.times):
-            decoded.append(max(float(self.times[-1]), 0.0))
-        wanted = [i for i, t in enumerate(self.times) if sampler.take(max(float(t), 0.0))]
-        for start in range(0, len(wanted), _DECORD_BATCH):
-            batch = wanted[start:start + _DECORD_BATCH]
-            arrays = self.vr.get_batch(batch).asnumpy()  # (b, H, W, 3) uint8
-            for i, frame in zip(batch, arrays, strict=True):
-                yield frame, max(float(self.times[i]), 0.0)
-
-
-def _pyav_frames(p: Path, fps: float, decoded: list[float]) -> Iterator[tuple[np.ndarray, float]]:
-    """Decode forward once and convert only the sampled frames (seeking per frame is slower)."""
+def _decord_frames(p: Path, fps: float, decoded: list[float]) -> Iterator[tuple[np.ndarray, float]]:
+    """Frame-exact batch access: pick the sampled indices from the frame index, fetch in batches."""
+    vr = decord.VideoReader(str(p), ctx=decord.cpu(0))
+    times = np.maximum(vr.get_frame_timestamp(list(range(len(vr))))[:, 0], 0.0) if len(vr) else np.zeros(0)
     sampler = _Sampler(fps)
+    wanted = [i for i, t in enumerate(times) if sampler.take(float(t))]
+    for start in range(0, len(wanted), _DECORD_BATCH):
+        batch = wanted[start:start + _DECORD_BATCH]
+        arrays = vr.get_batch(batch).asnumpy()  # (b, H, W, 3) uint8
+        decoded[:] = [float(times[batch[-1]])]
+        for i, frame in zip(batch, arrays, strict=True):
+            yield frame, float(times[i])
+    if len(times):
+        decoded[:] = [float(times[-1])]
+
+
+def _pyav_frames(p: Path, fps: float, decoded: list[float], after: float | None = None
+                 ) -> Iterator[tuple[np.ndarray, float]]:
+    """Decode forward once and convert only the sampled frames (seeking per frame is slower).
+    `after`: resume a sampling that already yielded the frame at that time."""
+    sampler = _Sampler(fps)
+    if after is not None:
+        sampler.take(after)
     with av.open(str(p)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
             t = max(float(frame.time or 0.0), 0.0)
             decoded[:] = [t]
-            if sampler.take(t):
+            if (after is None or t > after + _EPS) and sampler.take(t):
                 yield frame.to_ndarray(format="rgb24"), t
 
 

@@ -1,0 +1,164 @@
+"""Video reading: formats x readers at a requested fps, and clear errors for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+import hermes.video as video
+from hermes import HermesError, VideoError
+from hermes.video import iter_frames, read_video, write_video
+
+NATIVE_FPS, SECONDS = 30, 2
+
+
+def ramp(n: int = NATIVE_FPS * SECONDS, height: int = 60, width: int = 100) -> np.ndarray:
+    """Frame i has red level 4 * i, so a decoded frame tells which source frame it was."""
+    frames = np.zeros((n, height, width, 3), np.uint8)
+    frames[..., 0] = (4 * np.arange(n, dtype=np.uint8))[:, None, None]
+    frames[..., 1] = 90
+    return frames
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("videos")
+    out = {name: write_video(root / name, ramp(), NATIVE_FPS) for name in ("h264.mp4", "vp9.webm", "av1.mkv")}
+    out["av1.mp4"] = write_video(root / "av1.mp4", ramp(), NATIVE_FPS, codec="libsvtav1")
+    return out
+
+
+CASES = [  # file, reader
+    ("h264.mp4", "decord"), ("h264.mp4", "pyav"),
+    ("vp9.webm", "decord"), ("vp9.webm", "pyav"),
+    ("av1.mkv", "pyav"), ("av1.mp4", "pyav"),
+]
+
+
+@pytest.mark.parametrize("name, backend", CASES)
+@pytest.mark.parametrize("fps, expected_count", [(2, 4), (5, 10), (30, 60), (100, 60)])
+def test_reads_at_requested_fps(videos, name, backend, fps, expected_count):
+    frames, times = read_video(videos[name], fps, backend=backend)
+    assert frames.shape == (expected_count, 60, 100, 3) and frames.dtype == np.uint8
+    step = max(1.0 / fps, 1.0 / NATIVE_FPS)
+    np.testing.assert_allclose(times, np.arange(expected_count) * step, atol=2e-3)
+    # the red level says which source frame was decoded: the one at each sample time
+    source = np.round(frames[:, 30, 50, 0].astype(float) / 4)
+    np.testing.assert_allclose(source, np.round(times * NATIVE_FPS), atol=1)
+
+
+def test_auto_falls_back_to_pyav_when_decord_cannot_open(videos, monkeypatch):
+    def refuse(*args):
+        raise RuntimeError("decord cannot open this")
+
+    monkeypatch.setattr(video.decord, "VideoReader", refuse)
+    frames, times = read_video(videos["av1.mkv"], 2)
+    assert len(frames) == 4 and times[-1] == pytest.approx(1.5, abs=2e-3)
+
+
+def test_auto_goes_on_with_pyav_when_decord_fails_to_decode(tmp_path):
+    # decord2 3.4 cannot copy out 96x64 frames ("The size must exactly match"); PyAV can
+    path = write_video(tmp_path / "odd.mp4", ramp(height=64, width=96), NATIVE_FPS)
+    with pytest.raises(VideoError, match="decoding failed"):
+        read_video(path, 2, backend="decord")
+    frames, times = read_video(path, 2)
+    assert frames.shape == (4, 64, 96, 3)
+    np.testing.assert_allclose(times, [0, 0.5, 1.0, 1.5], atol=2e-3)
+
+
+def test_auto_uses_pyav_where_decord_is_missing(videos, monkeypatch):
+    monkeypatch.setattr(video, "decord", None)
+    assert len(read_video(videos["h264.mp4"], 2)[0]) == 4
+    with pytest.raises(VideoError, match="decord reader is not installed"):
+        read_video(videos["h264.mp4"], 2, backend="decord")
+
+
+def test_iter_frames_streams_in_order(videos):
+    times = [t for _, t in iter_frames(videos["vp9.webm"], 4)]
+    assert times == sorted(times) and len(times) == 8
+
+
+def _audio_only(path: Path) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for _ in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _make_bad(kind: str, root: Path, videos: dict[str, Path]) -> Path:
+    path = root / f"{kind}.mp4"
+    if kind == "missing":
+        return root / "no-such-video.mp4"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("These are my holiday notes, not a video.\n" * 20)
+    elif kind == "image":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    elif kind == "truncated_mp4":
+        data = videos["h264.mp4"].read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "truncated_webm":
+        data = videos["vp9.webm"].read_bytes()
+        path = root / "truncated.webm"
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "corrupt_header":
+        data = bytearray(videos["h264.mp4"].read_bytes())
+        data[40:400] = bytes(360)
+        path.write_bytes(bytes(data))
+    elif kind == "audio_only":
+        _audio_only(path)
+    elif kind == "folder":
+        path = root / "a-folder.mp4"
+        path.mkdir()
+    return path
+
+
+BAD = [  # kind, fps, message pattern
+    ("missing", 2, r"video file not found: .*no-such-video\.mp4"),
+    ("empty", 2, r"empty \(0 bytes\)"),
+    ("text", 2, r"is a text file, not a video"),
+    ("image", 2, r"is a PNG image, not a video"),
+    ("truncated_mp4", 2, r"truncated"),
+    ("truncated_webm", 2, r"truncated: it should last 2\.0 s but its frames end at"),
+    ("corrupt_header", 2, r"truncated or corrupt"),
+    ("audio_only", 2, r"has no video stream \(it holds: audio\)"),
+    ("folder", 2, r"is a folder, not a video file"),
+    ("good", 0, r"fps must be a number greater than 0"),
+    ("good", -1.5, r"fps must be a number greater than 0"),
+    ("good", float("nan"), r"fps must be a number greater than 0"),
+]
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyav"])
+@pytest.mark.parametrize("kind, fps, message", BAD, ids=[f"{k}-{f}" for k, f, _ in BAD])
+def test_bad_input_gives_a_clear_video_error(tmp_path, videos, kind, fps, message, backend):
+    path = videos["h264.mp4"] if kind == "good" else _make_bad(kind, tmp_path, videos)
+    with pytest.raises(VideoError, match=message) as info:
+        read_video(path, fps, backend=backend)
+    assert isinstance(info.value, HermesError)
+    assert "Traceback" not in str(info.value) and len(str(info.value)) < 300
+
+
+def test_truncated_stream_yields_what_it_decoded_before_the_error(tmp_path, videos):
+    path = _make_bad("truncated_webm", tmp_path, videos)
+    got = []
+    with pytest.raises(VideoError, match="truncated"):
+        for frame, t in iter_frames(path, 10):
+            got.append(t)
+    assert len(got) >= 3 and got == sorted(got)
+
+
+def test_written_mp4_is_h264_faststart(videos):
+    with av.open(str(videos["h264.mp4"])) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+    head = videos["h264.mp4"].read_bytes()[:4096]
+    assert head.find(b"moov") < head.find(b"mdat") or b"mdat" not in head
