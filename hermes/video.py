@@ -274,6 +274,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str | N
     codec = codec or CODECS.get(p.suffix.lower(), "libx264")
     options = {"movflags": "+faststart"} if p.suffix.lower() in (".mp4", ".mov") else {}
     _, height, width, _ = frames.shape
+    if height % 2 or width % 2:
+        raise VideoError(f"width and height must be even to write yuv420p video, got {width}x{height}")
     with av.open(str(p), "w", options=options) as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"

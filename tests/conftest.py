@@ -9,10 +9,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for a hub
 
-from hermes.backbones import Backbone, load_backbone  # noqa: E402
-from hermes.config import HermesConfig  # noqa: E402
-from hermes.engine import StreamEngine  # noqa: E402
-from hermes.policies import get  # noqa: E402
+from hermes.backbones import Backbone, load_backbone
+from hermes.config import HermesConfig
+from hermes.engine import StreamEngine
+from hermes.policies import get
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +24,8 @@ def random_frames(n: int, height: int = 40, width: int = 56, seed: int = 0) -> n
     """uint8 (n, H, W, 3) frames with structure (blocks of colour), not white noise."""
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, size=(n, 5, 7, 3), dtype=np.uint8)
-    return np.repeat(np.repeat(small, height // 5, axis=1), width // 7, axis=2)
+    rows, cols = np.arange(height) * 5 // height, np.arange(width) * 7 // width
+    return small[:, rows][:, :, cols]
 
 
 def make_engine(backbone: Backbone, policy: str = "full", budget: int | None = None, **config: object
