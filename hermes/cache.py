@@ -31,6 +31,7 @@ PREFIX, VIDEO, NEWLINE, SUMMARY, TEXT = 0, 1, 2, 3, 4
 KIND_NAMES = {PREFIX: "prefix", VIDEO: "video", NEWLINE: "newline", SUMMARY: "summary", TEXT: "text"}
 EVICTABLE_KINDS = (VIDEO, NEWLINE, SUMMARY)
 
+HEADROOM = 256  # spare slots kept after each layer's tokens (question + answer fit without a copy)
 RotateFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (keys, delta positions) -> keys
 
 
@@ -44,7 +45,11 @@ class TokenMeta:
 
 
 class HermesLayer(DynamicLayer):
-    """One decoder layer's cache: keys/values (1, KV, n, Dh) plus per-token metadata (n,)."""
+    """One decoder layer's cache: keys/values (1, KV, n, Dh) plus per-token metadata (n,).
+
+    Keys and values live in buffers with spare room at the end, so appending a question
+    and decoding an answer copy nothing, and cropping them off is only a length change:
+    ``keys`` / ``values`` are views of the first n slots."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -54,17 +59,55 @@ class HermesLayer(DynamicLayer):
         self.pending: TokenMeta | None = None
         self.write = True
 
+    # keys / values: views of the first n slots of the buffers
+    @property
+    def keys(self) -> torch.Tensor | None:
+        return None if self._k is None else self._k[..., : len(self), :]
+
+    @keys.setter
+    def keys(self, value: torch.Tensor | None) -> None:
+        self._k = value
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        return None if self._v is None else self._v[..., : len(self), :]
+
+    @values.setter
+    def values(self, value: torch.Tensor | None) -> None:
+        self._v = value
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        self._k = key_states.new_empty((*key_states.shape[:2], 0, key_states.shape[-1]))
+        self._v = value_states.new_empty((*value_states.shape[:2], 0, value_states.shape[-1]))
+        self.is_initialized = True
+
+    def _reserve(self, needed: int) -> None:
+        """Make room for `needed` tokens, with headroom so questions fit without copying."""
+        if self._k.shape[-2] >= needed:
+            return
+        n = len(self)
+        capacity = needed + max(needed // 4, HEADROOM)
+        for name in ("_k", "_v"):
+            old = getattr(self, name)
+            new = old.new_empty((*old.shape[:2], capacity, old.shape[-1]))
+            new[..., :n, :] = old[..., :n, :]
+            setattr(self, name, new)
+
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
                ) -> tuple[torch.Tensor, torch.Tensor]:
         meta = self.pending
-        if meta is None or meta.positions.numel() != key_states.shape[-2]:
+        m = key_states.shape[-2]
+        if meta is None or meta.positions.numel() != m:
             raise RuntimeError("HermesCache: stage the new tokens' metadata (cache.staged(...)) before a forward")
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        keys = torch.cat([self.keys, key_states], dim=-2)
-        values = torch.cat([self.values, value_states], dim=-2)
-        if self.write:
-            self.keys, self.values = keys, values
+        n = len(self)
+        self._reserve(n + m)
+        self._k[..., n:n + m, :] = key_states
+        self._v[..., n:n + m, :] = value_states
+        keys, values = self._k[..., : n + m, :], self._v[..., : n + m, :]
+        if self.write:  # otherwise the new slots stay beyond the length: the cache is unchanged
             self.positions = torch.cat([self.positions, meta.positions])
             self.frames = torch.cat([self.frames, meta.frames])
             self.kinds = torch.cat([self.kinds, meta.kinds])
@@ -75,11 +118,20 @@ class HermesLayer(DynamicLayer):
 
     def select(self, index: torch.Tensor) -> None:
         """Keep the tokens at `index` (long, in the order given)."""
-        self.keys = self.keys.index_select(-2, index.to(self.keys.device))
-        self.values = self.values.index_select(-2, index.to(self.values.device))
-        self.positions = self.positions[index]
-        self.frames = self.frames[index]
-        self.kinds = self.kinds[index]
+        self.set_tokens(self.keys.index_select(-2, index.to(self.device)),
+                        self.values.index_select(-2, index.to(self.device)),
+                        self.positions[index], self.frames[index], self.kinds[index])
+
+    def set_tokens(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor, frames: torch.Tensor,
+                   kinds: torch.Tensor) -> None:
+        """Replace the layer's content: keys/values (1, KV, n, Dh), metadata (n,)."""
+        self.positions, self.frames, self.kinds = positions, frames, kinds
+        self._k, self._v = keys, values
+        self._reserve(len(self) + HEADROOM // 2)
+
+    def truncate(self, n: int) -> None:
+        """Drop the newest tokens past n: a length change, the buffers stay."""
+        self.positions, self.frames, self.kinds = self.positions[:n], self.frames[:n], self.kinds[:n]
 
 
 class HermesCache(Cache):
@@ -149,12 +201,14 @@ class HermesCache(Cache):
         rest[index] = False
         before = (rest & (layer.positions < target)).nonzero().flatten()
         after = (rest & (layer.positions > target)).nonzero().flatten()
-        layer.keys = torch.cat([layer.keys[..., before, :], summary_k, layer.keys[..., after, :]], dim=-2)
-        layer.values = torch.cat([layer.values[..., before, :], summary_v, layer.values[..., after, :]], dim=-2)
         one = torch.ones(1, dtype=torch.long)
-        layer.positions = torch.cat([layer.positions[before], target.view(1), layer.positions[after]])
-        layer.frames = torch.cat([layer.frames[before], -one, layer.frames[after]])
-        layer.kinds = torch.cat([layer.kinds[before], (SUMMARY * one).to(torch.int8), layer.kinds[after]])
+        layer.set_tokens(
+            torch.cat([layer.keys[..., before, :], summary_k, layer.keys[..., after, :]], dim=-2),
+            torch.cat([layer.values[..., before, :], summary_v, layer.values[..., after, :]], dim=-2),
+            torch.cat([layer.positions[before], target.view(1), layer.positions[after]]),
+            torch.cat([layer.frames[before], -one, layer.frames[after]]),
+            torch.cat([layer.kinds[before], (SUMMARY * one).to(torch.int8), layer.kinds[after]]),
+        )
 
     def set_positions(self, layer_idx: int, positions: torch.Tensor) -> None:
         """Give a layer's tokens new RoPE positions, re-rotating keys by (new - old)."""
@@ -162,7 +216,8 @@ class HermesCache(Cache):
         positions = positions.long()
         delta = positions - layer.positions
         if bool((delta != 0).any()):
-            layer.keys = self.rotate(layer.keys, delta)
+            n = len(layer)
+            layer._k[..., :n, :] = self.rotate(layer.keys, delta)
         layer.positions = positions
 
     def compact(self, layer_idx: int, end: int) -> None:
@@ -177,8 +232,7 @@ class HermesCache(Cache):
     def crop(self, lengths: list[int]) -> None:
         """Cut each layer back to the given length (drops the newest tokens)."""
         for layer, n in zip(self.layers, lengths, strict=True):
-            if len(layer) > n:
-                layer.select(torch.arange(n))
+            layer.truncate(n)
 
     def clear(self) -> None:
         for i in range(len(self.layers)):
