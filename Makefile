@@ -26,9 +26,7 @@ $(VENV)/.test-deps: requirements-test.txt $(VENV)/.deps
 	touch $@
 
 demo: $(VENV)/.deps
-	$(PY) -m hermes run assets/examples/bouncing-shapes.mp4 --model random-tiny --policy fifo \
-		--budget 256 --fps 4 --chunk-frames 8 \
-		--ask "what is on the screen now ?" --ask-at 6 --ask "what happened in the whole video ?"
+	$(PY) app.py
 
 test: $(VENV)/.test-deps
 	$(PY) -m ruff check .
