@@ -28,6 +28,9 @@ $(VENV)/.test-deps: requirements-test.txt $(VENV)/.deps
 demo: $(VENV)/.deps
 	$(PY) app.py
 
+lint: $(VENV)/.test-deps
+	$(PY) -m ruff check .
+
 test: $(VENV)/.test-deps
 	$(PY) -m ruff check .
 	$(PY) -m pytest
