@@ -6,9 +6,11 @@ own bottom-right causal mask per call (the q new queries are the last q of the k
 every cached key is visible to them) and handles grouped-query attention.
 
 When a recorder is active (``with record_attention() as rec:``), every layer also stores
-the softmax rows of the current queries over its keys, averaged over heads, in
-``rec.rows[layer_idx]`` with shape (q, k). The recorder travels in a ContextVar because
-``generate()`` and the model's forward reject unknown kwargs.
+the softmax rows of the current queries over its keys, averaged over heads:
+``rec.rows[layer_idx]`` (the last ``keep_rows`` rows, or all: (r, k)) and
+``rec.totals[layer_idx]`` (every row summed: (k,), the attention each key received).
+The recorder travels in a ContextVar because ``generate()`` and the model's forward
+reject unknown kwargs.
 
 Registered with transformers as ``ATTENTION_NAME``; select it with
 ``model.set_attn_implementation({"text_config": ATTENTION_NAME, "vision_config": "sdpa"})``.
@@ -30,18 +32,26 @@ ATTENTION_NAME = "hermes"
 
 @dataclass
 class AttentionRecorder:
-    """Softmax rows per layer: rows[layer] is a float32 (q, k) tensor, mean over heads."""
+    """Softmax rows per layer, float32, mean over heads: rows[layer] (r, k), totals[layer] (k,)."""
 
+    keep_rows: int | None = None  # keep only the last r query rows (None: all)
     rows: dict[int, torch.Tensor] = field(default_factory=dict)
+    totals: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def add(self, layer_idx: int, probs: torch.Tensor) -> None:
+        """probs (B, H, q, k) -> mean over batch and heads."""
+        mean = probs.mean(dim=(0, 1))  # (q, k)
+        self.totals[layer_idx] = mean.sum(dim=0)
+        self.rows[layer_idx] = mean if self.keep_rows is None else mean[-self.keep_rows:]
 
 
 _RECORDER: contextvars.ContextVar[AttentionRecorder | None] = contextvars.ContextVar("hermes_recorder", default=None)
 
 
 @contextlib.contextmanager
-def record_attention() -> Iterator[AttentionRecorder]:
+def record_attention(keep_rows: int | None = None) -> Iterator[AttentionRecorder]:
     """Record every decoder layer's attention rows during the forwards run inside."""
-    recorder = AttentionRecorder()
+    recorder = AttentionRecorder(keep_rows=keep_rows)
     token = _RECORDER.set(recorder)
     try:
         yield recorder
@@ -84,7 +94,7 @@ def hermes_attention(
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     probs = scores.softmax(dim=-1)
-    recorder.rows[int(module.layer_idx)] = probs.mean(dim=(0, 1))  # (q, k)
+    recorder.add(int(module.layer_idx), probs)
     out = torch.matmul(probs.to(value.dtype), value)  # (B, H, q, Dh)
     return out.transpose(1, 2).contiguous(), None
 

@@ -2,7 +2,8 @@
 
 Every layer stores, for each cached token: key and value (post-RoPE, as the model wrote
 them), RoPE position, source frame index (-1 for text) and kind (prefix / video /
-newline / summary / text). Layers may diverge in length and positions: eviction is per
+newline / summary / text), and the attention it has received so far (``acc``, summed
+over recorded queries; what H2O ranks by). Layers may diverge in length and positions: eviction is per
 layer, and the attention function (hermes.attention) masks each layer on its own.
 
 A forward writes through ``Cache.update`` (transformers' interface). Token metadata for
@@ -37,11 +38,18 @@ RotateFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (keys, delta 
 
 @dataclass
 class TokenMeta:
-    """Metadata of tokens about to be written: three (n,) tensors."""
+    """Metadata of tokens about to be written: (n,) tensors."""
 
     positions: torch.Tensor  # long
     frames: torch.Tensor  # long, -1 for text tokens
     kinds: torch.Tensor  # int8, one of the kind codes above
+
+    @property
+    def acc(self) -> torch.Tensor:
+        return torch.zeros(self.positions.shape, dtype=torch.float32)
+
+
+META_FIELDS = ("positions", "frames", "kinds", "acc")  # per-token metadata every layer keeps in step
 
 
 class HermesLayer(DynamicLayer):
@@ -56,6 +64,7 @@ class HermesLayer(DynamicLayer):
         self.positions = torch.zeros(0, dtype=torch.long)
         self.frames = torch.zeros(0, dtype=torch.long)
         self.kinds = torch.zeros(0, dtype=torch.int8)
+        self.acc = torch.zeros(0, dtype=torch.float32)
         self.pending: TokenMeta | None = None
         self.write = True
 
@@ -108,30 +117,33 @@ class HermesLayer(DynamicLayer):
         self._v[..., n:n + m, :] = value_states
         keys, values = self._k[..., : n + m, :], self._v[..., : n + m, :]
         if self.write:  # otherwise the new slots stay beyond the length: the cache is unchanged
-            self.positions = torch.cat([self.positions, meta.positions])
-            self.frames = torch.cat([self.frames, meta.frames])
-            self.kinds = torch.cat([self.kinds, meta.kinds])
+            for name in META_FIELDS:
+                setattr(self, name, torch.cat([getattr(self, name), getattr(meta, name)]))
         return keys, values
 
     def __len__(self) -> int:
         return int(self.positions.numel())
 
+    def meta(self, index: torch.Tensor | slice) -> dict[str, torch.Tensor]:
+        """Per-token metadata of the tokens at `index`."""
+        return {name: getattr(self, name)[index] for name in META_FIELDS}
+
     def select(self, index: torch.Tensor) -> None:
         """Keep the tokens at `index` (long, in the order given)."""
         self.set_tokens(self.keys.index_select(-2, index.to(self.device)),
-                        self.values.index_select(-2, index.to(self.device)),
-                        self.positions[index], self.frames[index], self.kinds[index])
+                        self.values.index_select(-2, index.to(self.device)), self.meta(index))
 
-    def set_tokens(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor, frames: torch.Tensor,
-                   kinds: torch.Tensor) -> None:
-        """Replace the layer's content: keys/values (1, KV, n, Dh), metadata (n,)."""
-        self.positions, self.frames, self.kinds = positions, frames, kinds
+    def set_tokens(self, keys: torch.Tensor, values: torch.Tensor, meta: dict[str, torch.Tensor]) -> None:
+        """Replace the layer's content: keys/values (1, KV, n, Dh), metadata (n,) by field name."""
+        for name in META_FIELDS:
+            setattr(self, name, meta[name])
         self._k, self._v = keys, values
         self._reserve(len(self) + HEADROOM // 2)
 
     def truncate(self, n: int) -> None:
         """Drop the newest tokens past n: a length change, the buffers stay."""
-        self.positions, self.frames, self.kinds = self.positions[:n], self.frames[:n], self.kinds[:n]
+        for name, value in self.meta(slice(0, n)).items():
+            setattr(self, name, value)
 
 
 class HermesCache(Cache):
@@ -187,7 +199,8 @@ class HermesCache(Cache):
         """Replace the tokens at `index` by one summary token.
 
         The summary sits at the smallest position among them; each folded key is re-rotated
-        to that position, then keys and values are averaged. Tokens stay in position order."""
+        to that position, then keys and values are averaged (the attention they received is
+        summed). Tokens stay in position order."""
         layer = self.layers[layer_idx]
         index = torch.sort(index.long()).values
         if index.numel() == 0:
@@ -201,13 +214,13 @@ class HermesCache(Cache):
         rest[index] = False
         before = (rest & (layer.positions < target)).nonzero().flatten()
         after = (rest & (layer.positions > target)).nonzero().flatten()
-        one = torch.ones(1, dtype=torch.long)
+        summary = {"positions": target.view(1), "frames": torch.tensor([-1]),
+                   "kinds": torch.tensor([SUMMARY], dtype=torch.int8), "acc": layer.acc[index].sum().view(1)}
+        parts = [layer.meta(before), summary, layer.meta(after)]
         layer.set_tokens(
             torch.cat([layer.keys[..., before, :], summary_k, layer.keys[..., after, :]], dim=-2),
             torch.cat([layer.values[..., before, :], summary_v, layer.values[..., after, :]], dim=-2),
-            torch.cat([layer.positions[before], target.view(1), layer.positions[after]]),
-            torch.cat([layer.frames[before], -one, layer.frames[after]]),
-            torch.cat([layer.kinds[before], (SUMMARY * one).to(torch.int8), layer.kinds[after]]),
+            {name: torch.cat([part[name] for part in parts]) for name in META_FIELDS},
         )
 
     def set_positions(self, layer_idx: int, positions: torch.Tensor) -> None:
