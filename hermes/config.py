@@ -8,12 +8,15 @@ Invalid values raise ``HermesError`` naming the field and the allowed range.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from hermes.errors import HermesError
 
 REINDEX_MODES = ("lazy", "eager")
+SCHEDULES = ("code", "paper")
+QUERY_MODES = ("tiered", "single")
+TIER_MODES = ("hierarchical", "uniform")
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,20 @@ class HermesConfig:
         "eager" compacts positions after every eviction.
     reindex_margin: lazy mode compacts once max position > max_position_embeddings - margin.
     max_new_tokens / repetition_penalty: greedy decoding of answers.
+
+    HERMES policy (DESIGN section 1; the `hermes` policy reads these by name):
+    shallow_ratio / deep_ratio: layers < int(shallow_ratio * L) are shallow, >= int(deep_ratio * L) deep.
+    schedule: "code" (released code: middle alpha = 1 - alpha_drop * p, k = k_shallow - (k_shallow - k_deep_end) * p)
+        or "paper" (attention weight w = w0 - gamma * p, k as in "code").
+    lams: cross-layer smoothing weight for (shallow, middle, deep) layers.
+    smoothing / summary: ablation switches (cross-layer smoothing; deep-layer summary token).
+    query_mode: "tiered" (local / mixed / global per tier) or "single" (global query everywhere).
+    tier_mode: "hierarchical" (three tiers) or "uniform" (one middle tier spanning all layers).
+    pseudo_queries: {"local": ..., "global": ...} texts; None = the model's own.
+
+    Telemetry: record_question_attention (per-layer attention of each question, pooled per
+    frame) and telemetry_queries (run the global pseudo-query after every chunk for display
+    even when the policy needs none).
     """
 
     budget: int | None = None
@@ -36,6 +53,22 @@ class HermesConfig:
     reindex_margin: int = 1024
     max_new_tokens: int = 16
     repetition_penalty: float = 1.1
+    shallow_ratio: float = 0.1
+    deep_ratio: float = 0.7
+    schedule: str = "code"
+    k_shallow: float = 20.0
+    k_deep_end: float = 0.5
+    alpha_drop: float = 0.9
+    w0: float = 0.75
+    gamma: float = 0.6
+    lams: tuple[float, float, float] = (0.1, 0.3, 0.4)
+    smoothing: bool = True
+    summary: bool = True
+    query_mode: str = "tiered"
+    tier_mode: str = "hierarchical"
+    pseudo_queries: dict[str, str] | None = field(default=None, hash=False)
+    record_question_attention: bool = True
+    telemetry_queries: bool = False
 
     def __post_init__(self) -> None:
         if self.budget is not None and (not isinstance(self.budget, int) or self.budget < 1):
@@ -52,6 +85,32 @@ class HermesConfig:
             raise HermesError(f"max_new_tokens must be a whole number in [1, 1024], got {self.max_new_tokens!r}")
         if not isinstance(self.repetition_penalty, (int, float)) or not 1.0 <= self.repetition_penalty <= 10.0:
             raise HermesError(f"repetition_penalty must be in [1, 10], got {self.repetition_penalty!r}")
+        for name in ("shallow_ratio", "deep_ratio", "alpha_drop", "w0", "gamma"):
+            _check_range(name, getattr(self, name), 0.0, 1.0)
+        if self.shallow_ratio > self.deep_ratio:
+            raise HermesError(f"shallow_ratio ({self.shallow_ratio}) must be <= deep_ratio ({self.deep_ratio})")
+        if self.w0 - self.gamma < 0:
+            raise HermesError(f"w0 - gamma must be >= 0 so the attention weight stays in [0, 1], got {self.w0} - "
+                              f"{self.gamma}")
+        for name in ("k_shallow", "k_deep_end"):
+            _check_range(name, getattr(self, name), 0.0, 100.0)
+        if not isinstance(self.lams, (tuple, list)) or len(self.lams) != 3:
+            raise HermesError(f"lams must be three numbers (shallow, middle, deep) in [0, 1], got {self.lams!r}")
+        for lam in self.lams:
+            _check_range("lams", lam, 0.0, 1.0)
+        object.__setattr__(self, "lams", tuple(float(x) for x in self.lams))
+        for name, allowed in (("schedule", SCHEDULES), ("query_mode", QUERY_MODES), ("tier_mode", TIER_MODES)):
+            if getattr(self, name) not in allowed:
+                raise HermesError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("smoothing", "summary", "record_question_attention", "telemetry_queries"):
+            if not isinstance(getattr(self, name), bool):
+                raise HermesError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.pseudo_queries is not None:
+            texts = self.pseudo_queries
+            if not isinstance(texts, dict) or set(texts) != {"local", "global"} or not all(
+                    isinstance(t, str) and t.strip() for t in texts.values()):
+                raise HermesError("pseudo_queries must be {'local': text, 'global': text} with non-empty texts, "
+                                  f"got {texts!r}")
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> HermesConfig:
@@ -65,3 +124,8 @@ class HermesConfig:
     def with_(self, **changes: Any) -> HermesConfig:
         """A validated copy with some fields changed."""
         return replace(self, **changes)
+
+
+def _check_range(name: str, value: Any, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise HermesError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")

@@ -15,6 +15,7 @@ decoded greedily, and cropped off again: asking never scores, evicts or re-encod
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import threading
@@ -27,12 +28,13 @@ import numpy as np
 import torch
 
 from hermes import policies
+from hermes.attention import record_attention
 from hermes.backbones import Backbone, load_backbone
-from hermes.cache import NEWLINE, PREFIX, TEXT, VIDEO, HermesCache
+from hermes.cache import NEWLINE, PREFIX, SUMMARY, TEXT, VIDEO, HermesCache
 from hermes.config import HermesConfig
 from hermes.errors import HermesError
 from hermes.policies import LayerContext, Policy
-from hermes.telemetry import ChunkEvent, QuestionEvent
+from hermes.telemetry import ChunkEvent, QuestionEvent, pool_per_frame
 
 MAX_QUESTION_CHARS = 2000
 
@@ -75,6 +77,8 @@ class StreamEngine:
             self.timings: dict[str, float] = defaultdict(float)
             self.questions: list[QuestionEvent] = []
             self.last_answer: Answer | None = None
+            self.last_exchange: tuple[str, str] | None = None  # conditions the next pseudo-queries
+            self._question_attention: tuple[np.ndarray, np.ndarray] | None = None
             ids = self.backbone.prefix_ids()
             n = len(ids)
             self._forward(self.backbone.embed_ids(ids), torch.arange(n), torch.full((n,), -1),
@@ -133,23 +137,85 @@ class StreamEngine:
                                torch.tensor([first + n_frames - 1])])
         kinds = torch.cat([torch.full((n_frames * tpf,), VIDEO), torch.tensor([NEWLINE])])
         positions = self.next_position + torch.arange(n_tokens)
-        self._forward(feats, positions, frame_ids, kinds)
+        window = self._prefill_chunk(feats, positions, frame_ids, kinds)
         self.next_position += n_tokens
-        t2 = time.perf_counter()
-        evicted = self._evict()
-        self._reindex()
-        t3 = time.perf_counter()
-        del self._pending[:n_frames], self._pending_times[:n_frames]
         self.frames_seen += n_frames
+        t2 = time.perf_counter()
+        queries = self._pseudo_queries()
+        t3 = time.perf_counter()
+        present = self._frames_present()
+        attention = {name: self._pool(per_layer, present) for name, per_layer in queries.items()}
+        t4 = time.perf_counter()
+        evicted, score_s = self._evict(self._layer_budgets(), queries, window)
+        self._reindex()
+        t5 = time.perf_counter()
+        kept = self._keep_map(present)
+        t6 = time.perf_counter()
+        del self._pending[:n_frames], self._pending_times[:n_frames]
         self.chunks += 1
-        timings = {"encode": t1 - t0, "prefill": t2 - t1, "evict": t3 - t2, "total": t3 - t0}
+        timings = {"encode": t1 - t0, "prefill": t2 - t1, "pseudo": t3 - t2, "score": score_s,
+                   "evict": t5 - t4 - score_s, "telemetry": (t4 - t3) + (t6 - t5), "total": t6 - t0}
         for key, value in timings.items():
             self.timings[key] += value
+        n_layers = self.backbone.n_layers
         return ChunkEvent(
             chunk=self.chunks - 1, first_frame=first, n_frames=n_frames, t_start=times[0], t_end=times[-1],
-            cache_lengths=np.array(self.cache_lengths()), evicted=evicted, kv_bytes=self.cache.nbytes(),
-            max_position=self.cache.max_position(), timings=timings,
+            policy=self.policy.name, tiers=[self.policy.tier(i, n_layers) for i in range(n_layers)],
+            layer_budgets=np.array(self._layer_budgets() or [0] * n_layers),
+            cache_lengths=np.array(self.cache_lengths()), evicted=evicted, frame_ids=present, kept=kept,
+            summary=np.array([int((layer.kinds == SUMMARY).sum()) for layer in self.cache.layers]),
+            attention=attention, kv_bytes=self.cache.nbytes(), max_position=self.cache.max_position(),
+            timings=timings,
         )
+
+    def _prefill_chunk(self, feats: torch.Tensor, positions: torch.Tensor, frames: torch.Tensor,
+                       kinds: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Append a chunk to every layer. When the policy needs it, record the attention the
+        chunk's queries put on each token (added to ``acc``) and keep the last rows."""
+        if "prefill_attention" not in self.policy.needs:
+            self._forward(feats, positions, frames, kinds)
+            return {}
+        with record_attention(keep_rows=max(1, self.policy.observation_rows())) as rec:
+            self._forward(feats, positions, frames, kinds)
+        for layer_idx, layer in enumerate(self.cache.layers):
+            layer.acc = layer.acc + rec.totals[layer_idx].cpu()
+        return rec.rows
+
+    def _pseudo_texts(self) -> dict[str, str]:
+        texts = dict(self.config.pseudo_queries or self.backbone.pseudo_queries)
+        if self.last_exchange:
+            question, answer = self.last_exchange
+            texts["local"] = f"Find recent details related to: {question}. {texts['local']}"
+            texts["global"] = f"Context summary: Question: {question} Answer: {answer}. {texts['global']}"
+        texts["mixed"] = f"{texts['local']}; {texts['global']}"
+        return texts
+
+    def _pseudo_queries(self) -> dict[str, list[np.ndarray]]:
+        """Run the pseudo-queries the policy (or telemetry) needs over the cache without writing
+        to it; returns name -> per layer (len(layer),) attention, mean over heads and rows."""
+        names = set(self.policy.queries()) if "pseudo_queries" in self.policy.needs else set()
+        if self.config.telemetry_queries:
+            names.add("global")
+        texts = self._pseudo_texts()
+        out = {}
+        for name in sorted(names):
+            ids = self.backbone.question_ids(texts[name])
+            n = len(ids)
+            with record_attention() as rec:
+                self._forward(self.backbone.embed_ids(ids), self.next_position + torch.arange(n),
+                              torch.full((n,), -1), torch.full((n,), TEXT), write=False)
+            out[name] = [(rec.totals[i][: len(layer)] / n).cpu().numpy()
+                         for i, layer in enumerate(self.cache.layers)]
+        return out
+
+    def _layer_budgets(self) -> list[int] | None:
+        if not self.policy.evicts or self.config.budget is None:
+            return None
+        budgets = list(self.policy.layer_budgets(self.backbone.n_layers, self.config.budget))
+        if len(budgets) != self.backbone.n_layers or min(budgets) < 1:
+            raise HermesError(f"policy {self.policy.name!r} gave layer budgets {budgets}; need "
+                              f"{self.backbone.n_layers} numbers >= 1")
+        return budgets
 
     def _make_room(self, n_tokens: int) -> None:
         """Refuse a chunk (before touching the cache) that would run past the model's positions."""
@@ -162,33 +228,86 @@ class StreamEngine:
             )
 
     # ---- eviction -----------------------------------------------------------------------
-    def _evict(self) -> np.ndarray:
-        """Cut every layer back to its budget by the policy's scores; returns (L,) evicted counts."""
+    def _evict(self, budgets: list[int] | None, queries: dict[str, list[np.ndarray]],
+               window: dict[int, torch.Tensor]) -> tuple[np.ndarray, float]:
+        """Score every layer, smooth across layers, cut each layer to its budget (folding into a
+        summary where the policy says so). Returns ((L,) evicted counts, seconds spent scoring)."""
         n_layers = self.backbone.n_layers
         evicted = np.zeros(n_layers, dtype=np.int64)
-        if not self.policy.evicts or self.config.budget is None:
-            return evicted
-        for layer_idx in range(n_layers):
-            budget = self.policy.layer_budget(layer_idx, n_layers, self.config.budget)
-            index = self.cache.evictable_index(layer_idx)
-            n = int(index.numel())
-            if n <= budget:
-                continue
-            layer = self.cache.layers[layer_idx]
-            ctx = LayerContext(
-                layer=layer_idx, n_layers=n_layers, budget=budget,
-                positions=layer.positions[index].numpy(), frames=layer.frames[index].numpy(),
-                kinds=layer.kinds[index].numpy(), frames_seen=self.frames_seen,
-            )
-            scores = np.asarray(self.policy.score(ctx), dtype=np.float64).reshape(-1)
-            if scores.shape != (n,):
-                raise HermesError(f"policy {self.policy.name!r} returned {scores.shape} scores for {n} tokens")
-            order = np.lexsort((-np.arange(n), -scores))  # best score first, ties to the newer token
-            kept = index[torch.from_numpy(np.sort(order[:budget]))]
-            fixed = (layer.kinds == PREFIX).nonzero().flatten()
-            self.cache.keep(layer_idx, torch.cat([fixed, kept]))
-            evicted[layer_idx] = n - budget
-        return evicted
+        index = [self.cache.evictable_index(i) for i in range(n_layers)]
+        if budgets is None or all(len(idx) <= b for idx, b in zip(index, budgets, strict=True)):
+            return evicted, 0.0
+        t0 = time.perf_counter()
+        scores = [self._score_layer(i, budgets[i], index[i], queries, window) for i in range(n_layers)]
+        for i in range(n_layers - 2, -1, -1):  # deepest first: layer i + 1 is already smoothed
+            lam = self.policy.smoothing_lam(i, n_layers)
+            if lam:
+                scores[i] = (1 - lam) * scores[i] + lam * _resize(scores[i + 1], len(scores[i]))
+        score_s = time.perf_counter() - t0
+        for i in range(n_layers):
+            n, budget = len(index[i]), budgets[i]
+            if n > budget:
+                evicted[i] = self._cut_layer(i, index[i], scores[i], budget)
+        return evicted, score_s
+
+    def _cut_layer(self, layer_idx: int, index: torch.Tensor, scores: np.ndarray, budget: int) -> int:
+        """Keep the top-scoring evictable tokens of one layer; fold the rest into a summary
+        token where the policy says so (then the old summary is always folded in again, so
+        a layer holds one). Returns how many tokens left the layer."""
+        layer = self.cache.layers[layer_idx]
+        summarize = self.policy.summarize(layer_idx, self.backbone.n_layers)
+        n = len(index)
+        candidates = np.arange(n)
+        if summarize:
+            candidates = candidates[layer.kinds[index].numpy() != SUMMARY]
+        order = np.lexsort((-candidates, -scores[candidates]))  # best score first, ties to the newer token
+        keep = np.sort(candidates[order[: budget - 1 if summarize else budget]])
+        drop = torch.from_numpy(np.setdiff1d(np.arange(n), keep))
+        kept_positions = layer.positions[index[torch.from_numpy(keep)]]  # positions are unique in a layer
+        if summarize:
+            self.cache.fold(layer_idx, index[drop])  # one summary token, at the smallest folded position
+        stays = (layer.kinds == PREFIX) | (layer.kinds == SUMMARY) | torch.isin(layer.positions, kept_positions)
+        self.cache.keep(layer_idx, stays.nonzero().flatten())
+        return int(drop.numel())
+
+    def _score_layer(self, layer_idx: int, budget: int, index: torch.Tensor,
+                     queries: dict[str, list[np.ndarray]], window: dict[int, torch.Tensor]) -> np.ndarray:
+        layer = self.cache.layers[layer_idx]
+        idx = index.numpy()
+        n = len(idx)
+        ctx = LayerContext(
+            layer=layer_idx, n_layers=self.backbone.n_layers, budget=budget,
+            positions=layer.positions[index].numpy(), frames=layer.frames[index].numpy(),
+            kinds=layer.kinds[index].numpy(), frames_seen=self.frames_seen,
+            attention={name: per_layer[layer_idx][idx] for name, per_layer in queries.items()} or None,
+            accumulated=layer.acc[index].numpy() if "prefill_attention" in self.policy.needs else None,
+            window_attention=window[layer_idx][:, : len(layer)][:, index].cpu().numpy() if window else None,
+        )
+        scores = np.asarray(self.policy.score(ctx), dtype=np.float64).reshape(-1)
+        if scores.shape != (n,):
+            raise HermesError(f"policy {self.policy.name!r} returned {scores.shape} scores for {n} tokens")
+        if not np.isfinite(scores).all():
+            raise HermesError(f"policy {self.policy.name!r} returned scores that are not finite numbers")
+        return scores
+
+    # ---- telemetry ----------------------------------------------------------------------
+    def _frames_present(self) -> np.ndarray:
+        """(F,) sorted frame indices held by any layer."""
+        frames = torch.cat([layer.frames for layer in self.cache.layers])
+        return torch.unique(frames[frames >= 0]).numpy()
+
+    def _pool(self, per_layer: list[np.ndarray], frame_ids: np.ndarray) -> np.ndarray:
+        """Per-layer (len(layer),) token values -> (L, F) per-frame sums."""
+        return self._pool_prefix(per_layer, frame_ids, self.cache.lengths())
+
+    def _pool_prefix(self, per_layer: list[np.ndarray], frame_ids: np.ndarray, lengths: list[int]) -> np.ndarray:
+        """Like _pool over the first lengths[l] tokens of each layer."""
+        return np.stack([pool_per_frame(values, layer.frames[:n].numpy(), frame_ids)
+                         for values, layer, n in zip(per_layer, self.cache.layers, lengths, strict=True)])
+
+    def _keep_map(self, frame_ids: np.ndarray) -> np.ndarray:
+        """(L, F) tokens of each frame each layer holds."""
+        return self._pool([np.ones(len(layer)) for layer in self.cache.layers], frame_ids).astype(np.int64)
 
     def _reindex(self) -> None:
         lazy_limit = self.backbone.max_positions - self.config.reindex_margin
@@ -238,7 +357,11 @@ class StreamEngine:
                 self.cache.crop(lengths)
             total = time.perf_counter() - start
             self.last_answer = Answer(text=text, tokens=tokens, ttft_s=ttft, total_s=total)
-            self.questions.append(QuestionEvent(question, text, ttft, total, len(tokens), self.frames_seen))
+            self.last_exchange = (question, text)
+            frame_ids, attention = self._question_attention or (np.zeros(0, dtype=np.int64), None)
+            self._question_attention = None
+            self.questions.append(QuestionEvent(question, text, ttft, total, len(tokens), self.frames_seen,
+                                                frame_ids, attention))
 
     def _decode(self, ids: list[int], max_new: int) -> Iterator[int | None]:
         """Prefill the question at the next positions, then greedy decode with repetition
@@ -247,8 +370,15 @@ class StreamEngine:
         stop = self.backbone.stop_ids
         seen = set(ids)
         pos = self.next_position
-        hidden = self._forward(self.backbone.embed_ids(ids), pos + torch.arange(len(ids)),
-                               torch.full((len(ids),), -1), torch.full((len(ids),), TEXT))
+        lengths = self.cache.lengths()
+        recording = record_attention() if self.config.record_question_attention else contextlib.nullcontext()
+        with recording as rec:
+            hidden = self._forward(self.backbone.embed_ids(ids), pos + torch.arange(len(ids)),
+                                   torch.full((len(ids),), -1), torch.full((len(ids),), TEXT))
+        if rec is not None:  # where the question looked: mean over its rows, pooled per frame
+            per_layer = [(rec.totals[i][:n] / len(ids)).cpu().numpy() for i, n in enumerate(lengths)]
+            frame_ids = self._frames_present()
+            self._question_attention = (frame_ids, self._pool_prefix(per_layer, frame_ids, lengths))
         pos += len(ids)
         for step in range(max_new):
             logits = self.backbone.model.lm_head(hidden[:, -1]).float()[0]  # (V,)
@@ -340,8 +470,23 @@ def load_engine(model: str | Backbone = "hermes-tiny", policy: str | Policy = "h
                 *, device: str = "cpu", seed: int = 0, policy_params: dict | None = None,
                 **config: object) -> StreamEngine:
     """Build a StreamEngine. `model`: a name / directory / hub id (see hermes.backbones) or an
-    already loaded Backbone (engines may share one); `config`: HermesConfig fields."""
+    already loaded Backbone (engines may share one); `config`: HermesConfig fields. A policy
+    parameter named like a config field (e.g. hermes' `summary`) takes the config's value
+    unless `policy_params` sets it."""
     cfg = HermesConfig.from_kwargs(budget=budget, **config)
-    pol = policies.get(policy, **(policy_params or {}))
+    if isinstance(policy, Policy):
+        pol = policy
+    else:
+        shared = {name: getattr(cfg, name) for name in policies.base.param_names(policy) if hasattr(cfg, name)}
+        pol = policies.get(policy, **{**shared, **(policy_params or {})})
     backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, seed=seed)
     return StreamEngine(backbone, pol, cfg)
+
+
+def _resize(x: np.ndarray, n: int) -> np.ndarray:
+    """Linear interpolation of a score vector to length n (ends aligned)."""
+    if len(x) == n:
+        return x
+    if len(x) == 1 or n == 1:
+        return np.full(n, float(x.mean()))
+    return np.interp(np.linspace(0.0, 1.0, n), np.linspace(0.0, 1.0, len(x)), x)

@@ -1,9 +1,13 @@
 """Telemetry events the engine emits: plain dataclasses with numbers and numpy arrays.
 
-The app and the analysis draw from these; nothing here holds a tensor.
+The app and the analysis draw from these; nothing here holds a tensor. Attention is
+pooled to the unit a viewer thinks in, frames: ``attention[name][layer, j]`` is the
+attention mass the pseudo-query `name` put on frame ``frame_ids[j]`` in that layer
+(mean over heads and query rows, summed over the frame's tokens).
 
     events = engine.ingest(frames, timestamps)
-    events[-1].to_dict()   # JSON-ready
+    events[-1].kept          # (L, F) tokens of each frame each layer kept
+    events[-1].to_dict()     # JSON-ready
 """
 
 from __future__ import annotations
@@ -25,20 +29,39 @@ def _plain(value: object) -> object:
     return value
 
 
+def pool_per_frame(values: np.ndarray, frames: np.ndarray, frame_ids: np.ndarray) -> np.ndarray:
+    """Sum (k,) per-token values into (F,) per-frame totals; tokens of other frames
+    (text, summary: frame -1) are left out."""
+    out = np.zeros(len(frame_ids), dtype=np.float64)
+    if len(frame_ids) == 0:
+        return out
+    slot = np.searchsorted(frame_ids, frames)
+    hit = (slot < len(frame_ids)) & (frame_ids[np.minimum(slot, len(frame_ids) - 1)] == frames)
+    np.add.at(out, slot[hit], values[hit])
+    return out
+
+
 @dataclass
 class ChunkEvent:
-    """One chunk ingested: what came in, what each layer holds now, what it cost."""
+    """One chunk ingested: what came in, what each layer attended to and kept, what it cost."""
 
     chunk: int  # 0-based chunk number
     first_frame: int  # stream index of the chunk's first frame
     n_frames: int
     t_start: float  # seconds
     t_end: float
+    policy: str
+    tiers: list[str]  # (L,) each layer's role for the policy
+    layer_budgets: np.ndarray  # (L,) tokens each layer may keep (0: no limit)
     cache_lengths: np.ndarray  # (L,) evictable tokens per layer after eviction
     evicted: np.ndarray  # (L,) tokens dropped (or folded) per layer by this chunk
-    kv_bytes: int
-    max_position: int
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: encode, prefill, evict, total
+    frame_ids: np.ndarray  # (F,) frames present in any layer before eviction
+    kept: np.ndarray  # (L, F) tokens of each frame each layer kept
+    summary: np.ndarray  # (L,) summary tokens each layer holds
+    attention: dict[str, np.ndarray] = field(default_factory=dict)  # query -> (L, F), before eviction
+    kv_bytes: int = 0
+    max_position: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # s: encode prefill pseudo score evict telemetry total
 
     def to_dict(self) -> dict:
         return {"type": "chunk", **_plain(asdict(self))}
@@ -54,6 +77,8 @@ class QuestionEvent:
     total_s: float
     n_tokens: int
     frames_seen: int
+    frame_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # (F,)
+    attention: np.ndarray | None = None  # (L, F) the question's attention per frame ("where it looked")
 
     @property
     def tokens_per_s(self) -> float:

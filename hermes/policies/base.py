@@ -5,6 +5,13 @@ tokens, oldest first) and returns one score per token; the engine keeps the
 ``budget`` highest-scoring tokens of each layer (ties go to the newer token) and the
 prefix. Policies never run at question time.
 
+Optional hooks, all with defaults: ``needs`` (what the engine must record:
+"pseudo_queries" and/or "prefill_attention"), ``queries()`` (which pseudo-queries),
+``observation_rows()`` (how many of the chunk's last query rows to keep),
+``layer_budget()``, ``smoothing_lam()`` (cross-layer smoothing, deepest layer first),
+``summarize()`` (fold evicted tokens into one summary token), ``tier()`` (a label for
+telemetry).
+
     from hermes import policies
 
     @policies.register("newest-frames")
@@ -38,7 +45,9 @@ class LayerContext:
     frames: np.ndarray  # int64 source frame index, -1 for summary tokens
     kinds: np.ndarray  # int8 kind codes (hermes.cache)
     frames_seen: int  # stream progress: frames ingested so far
-    attention: dict[str, np.ndarray] | None = None  # pseudo-query name -> (n,) attention, when recorded
+    attention: dict[str, np.ndarray] | None = None  # pseudo-query name -> (n,) attention (mean over heads, rows)
+    accumulated: np.ndarray | None = None  # (n,) attention received from every chunk's queries so far
+    window_attention: np.ndarray | None = None  # (w, n) attention rows of the chunk's last w queries
 
     @property
     def n(self) -> int:
@@ -51,14 +60,35 @@ class Policy:
 
     name: ClassVar[str] = "base"
     evicts: ClassVar[bool] = True  # False: the policy never drops anything (``full``)
+    needs: ClassVar[frozenset[str]] = frozenset()  # "pseudo_queries", "prefill_attention"
 
     def score(self, ctx: LayerContext) -> np.ndarray:
         """(n,) scores, higher = keep."""
         raise NotImplementedError
 
-    def layer_budget(self, layer: int, n_layers: int, budget: int) -> int:
-        """Tokens this layer may keep; uniform by default."""
-        return budget
+    def layer_budgets(self, n_layers: int, budget: int) -> list[int]:
+        """Tokens each layer may keep; uniform by default."""
+        return [budget] * n_layers
+
+    def queries(self) -> frozenset[str]:
+        """Pseudo-queries to run after each chunk (of "local", "global", "mixed")."""
+        return frozenset()
+
+    def observation_rows(self) -> int:
+        """How many of the chunk's last query rows to record (``window_attention``)."""
+        return 0
+
+    def smoothing_lam(self, layer: int, n_layers: int) -> float:
+        """Weight of the (smoothed) layer above in this layer's scores; 0 = no smoothing."""
+        return 0.0
+
+    def summarize(self, layer: int, n_layers: int) -> bool:
+        """Fold this layer's evicted tokens into one summary token (keeping budget - 1)."""
+        return False
+
+    def tier(self, layer: int, n_layers: int) -> str:
+        """A label for the layer's role, shown in telemetry."""
+        return "all"
 
     def params(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -82,6 +112,13 @@ def register(name: str) -> Callable[[P], P]:
 def available() -> list[str]:
     """Registered policy names, sorted."""
     return sorted(_REGISTRY)
+
+
+def param_names(name: str) -> set[str]:
+    """The parameters (dataclass fields) a registered policy takes."""
+    if name not in _REGISTRY:
+        raise HermesError(f"unknown policy {name!r}; available: {', '.join(available())}")
+    return {f.name for f in fields(_REGISTRY[name])}
 
 
 def get(name: str | Policy, **params: Any) -> Policy:

@@ -1,0 +1,115 @@
+"""The HERMES policy: layers as a memory hierarchy (DESIGN section 1).
+
+With L decoder layers: shallow = layers < int(shallow_ratio * L) (sensory memory: pure
+recency), deep = layers >= int(deep_ratio * L) (long-term memory: attention of the global
+pseudo-query, evicted tokens folded into one summary token), middle = the rest (working
+memory: recency blended into attention of the mixed query as depth p grows from 0 to 1).
+
+Score of token i of n (oldest first): d_i = (n-1-i)/(n-1), r_i = exp(-k d_i), attention
+a_i; both min-max normalised; score = alpha r + (1 - alpha) a.
+  shallow: alpha = 1, k = k_shallow
+  deep:    alpha = 0, global query
+  middle:  schedule "code":  alpha = 1 - alpha_drop p,  k = k_shallow - (k_shallow - k_deep_end) p
+           schedule "paper": alpha = 1 - (w0 - gamma p), k as in "code"
+The engine then smooths scores from the deepest layer up (lam per tier) and keeps the top
+budget per layer (budget - 1 plus the summary in deep layers).
+
+Ablations: smoothing off, summary off, query_mode "single" (global query in every tier),
+tier_mode "uniform" (one middle tier over all layers, p = layer / (L - 1)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from hermes.policies.base import LayerContext, Policy, register
+
+TIERS = ("shallow", "middle", "deep")
+
+
+def tier_bounds(n_layers: int, shallow_ratio: float, deep_ratio: float) -> tuple[int, int]:
+    """(first middle layer, first deep layer)."""
+    return int(shallow_ratio * n_layers), int(deep_ratio * n_layers)
+
+
+def minmax(x: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1]; a constant array becomes zeros."""
+    x = np.asarray(x, dtype=np.float64)
+    span = x.max(initial=0.0) - x.min(initial=0.0) if x.size else 0.0
+    return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+
+
+def recency(n: int, k: float) -> np.ndarray:
+    """exp(-k d), d = (n-1-i)/(n-1): 1 for the newest token, exp(-k) for the oldest."""
+    d = (n - 1 - np.arange(n)) / (n - 1) if n > 1 else np.zeros(n)
+    return np.exp(-k * d)
+
+
+@register("hermes")
+@dataclass
+class Hermes(Policy):
+    """Hierarchical KV cache management; fields mirror HermesConfig (the engine fills them)."""
+
+    shallow_ratio: float = 0.1
+    deep_ratio: float = 0.7
+    schedule: str = "code"
+    k_shallow: float = 20.0
+    k_deep_end: float = 0.5
+    alpha_drop: float = 0.9
+    w0: float = 0.75
+    gamma: float = 0.6
+    lams: tuple[float, float, float] = (0.1, 0.3, 0.4)
+    smoothing: bool = True
+    summary: bool = True
+    query_mode: str = "tiered"
+    tier_mode: str = "hierarchical"
+    needs = frozenset({"pseudo_queries"})
+
+    def tier(self, layer: int, n_layers: int) -> str:
+        if self.tier_mode == "uniform":
+            return "middle"
+        first_middle, first_deep = tier_bounds(n_layers, self.shallow_ratio, self.deep_ratio)
+        return "shallow" if layer < first_middle else "deep" if layer >= first_deep else "middle"
+
+    def depth(self, layer: int, n_layers: int) -> float:
+        """p in [0, 1]: relative depth inside the middle tier."""
+        if self.tier_mode == "uniform":
+            first, last = 0, n_layers - 1
+        else:
+            first, first_deep = tier_bounds(n_layers, self.shallow_ratio, self.deep_ratio)
+            last = first_deep - 1
+        return (layer - first) / (last - first) if last > first else 0.0
+
+    def weights(self, layer: int, n_layers: int) -> tuple[float, float, str | None]:
+        """(alpha, k, query) of a layer: score = alpha * recency_k + (1 - alpha) * attention_query."""
+        tier = self.tier(layer, n_layers)
+        if tier == "shallow":
+            return 1.0, self.k_shallow, None
+        if tier == "deep":
+            return 0.0, self.k_shallow, "global"
+        p = self.depth(layer, n_layers)
+        k = self.k_shallow - (self.k_shallow - self.k_deep_end) * p
+        alpha = 1.0 - self.alpha_drop * p if self.schedule == "code" else 1.0 - (self.w0 - self.gamma * p)
+        return alpha, k, "global" if self.query_mode == "single" else "mixed"
+
+    def queries(self) -> frozenset[str]:
+        if self.query_mode == "single":
+            return frozenset({"global"})
+        return frozenset({"global", "mixed", "local"} if self.tier_mode == "hierarchical" else {"mixed"})
+
+    def score(self, ctx: LayerContext) -> np.ndarray:
+        alpha, k, query = self.weights(ctx.layer, ctx.n_layers)
+        r = minmax(recency(ctx.n, k))
+        if query is None or math.isclose(alpha, 1.0):
+            return r
+        a = minmax(ctx.attention[query])
+        return alpha * r + (1.0 - alpha) * a
+
+    def smoothing_lam(self, layer: int, n_layers: int) -> float:
+        return self.lams[TIERS.index(self.tier(layer, n_layers))] if self.smoothing else 0.0
+
+    def summarize(self, layer: int, n_layers: int) -> bool:
+        return self.summary and self.tier(layer, n_layers) == "deep"
