@@ -34,6 +34,7 @@ from hermes.cache import NEWLINE, PREFIX, SUMMARY, TEXT, VIDEO, HermesCache
 from hermes.config import HermesConfig
 from hermes.errors import HermesError
 from hermes.policies import LayerContext, Policy
+from hermes.policies.base import keep_set, smooth_across_layers
 from hermes.telemetry import ChunkEvent, QuestionEvent, pool_per_frame
 
 MAX_QUESTION_CHARS = 2000
@@ -239,10 +240,7 @@ class StreamEngine:
             return evicted, 0.0
         t0 = time.perf_counter()
         scores = [self._score_layer(i, budgets[i], index[i], queries, window) for i in range(n_layers)]
-        for i in range(n_layers - 2, -1, -1):  # deepest first: layer i + 1 is already smoothed
-            lam = self.policy.smoothing_lam(i, n_layers)
-            if lam:
-                scores[i] = (1 - lam) * scores[i] + lam * _resize(scores[i + 1], len(scores[i]))
+        scores = smooth_across_layers(scores, [self.policy.smoothing_lam(i, n_layers) for i in range(n_layers)])
         score_s = time.perf_counter() - t0
         for i in range(n_layers):
             n, budget = len(index[i]), budgets[i]
@@ -253,22 +251,21 @@ class StreamEngine:
     def _cut_layer(self, layer_idx: int, index: torch.Tensor, scores: np.ndarray, budget: int) -> int:
         """Keep the top-scoring evictable tokens of one layer; fold the rest into a summary
         token where the policy says so (then the old summary is always folded in again, so
-        a layer holds one). Returns how many tokens left the layer."""
+        a layer holds one). Returns how many tokens the layer lost (net of the summary)."""
         layer = self.cache.layers[layer_idx]
         summarize = self.policy.summarize(layer_idx, self.backbone.n_layers)
         n = len(index)
         candidates = np.arange(n)
         if summarize:
             candidates = candidates[layer.kinds[index].numpy() != SUMMARY]
-        order = np.lexsort((-candidates, -scores[candidates]))  # best score first, ties to the newer token
-        keep = np.sort(candidates[order[: budget - 1 if summarize else budget]])
+        keep = candidates[keep_set(scores[candidates], budget - 1 if summarize else budget)]
         drop = torch.from_numpy(np.setdiff1d(np.arange(n), keep))
         kept_positions = layer.positions[index[torch.from_numpy(keep)]]  # positions are unique in a layer
         if summarize:
             self.cache.fold(layer_idx, index[drop])  # one summary token, at the smallest folded position
         stays = (layer.kinds == PREFIX) | (layer.kinds == SUMMARY) | torch.isin(layer.positions, kept_positions)
         self.cache.keep(layer_idx, stays.nonzero().flatten())
-        return int(drop.numel())
+        return n - len(self.cache.evictable_index(layer_idx))
 
     def _score_layer(self, layer_idx: int, budget: int, index: torch.Tensor,
                      queries: dict[str, list[np.ndarray]], window: dict[int, torch.Tensor]) -> np.ndarray:
@@ -482,11 +479,3 @@ def load_engine(model: str | Backbone = "hermes-tiny", policy: str | Policy = "h
     backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, seed=seed)
     return StreamEngine(backbone, pol, cfg)
 
-
-def _resize(x: np.ndarray, n: int) -> np.ndarray:
-    """Linear interpolation of a score vector to length n (ends aligned)."""
-    if len(x) == n:
-        return x
-    if len(x) == 1 or n == 1:
-        return np.full(n, float(x.mean()))
-    return np.interp(np.linspace(0.0, 1.0, n), np.linspace(0.0, 1.0, len(x)), x)

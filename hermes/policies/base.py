@@ -133,3 +133,29 @@ def get(name: str | Policy, **params: Any) -> Policy:
     if unknown:
         raise HermesError(f"policy {name!r} has no parameter(s) {unknown}; it takes {sorted(known) or 'none'}")
     return cls(**params)
+
+
+def keep_set(scores: np.ndarray, budget: int) -> np.ndarray:
+    """Indices (sorted) of the `budget` highest scores; ties go to the newer (higher) index."""
+    n = len(scores)
+    order = np.lexsort((-np.arange(n), -np.asarray(scores, dtype=np.float64)))
+    return np.sort(order[:budget])
+
+
+def resize(x: np.ndarray, n: int) -> np.ndarray:
+    """Linear interpolation of a score vector to length n, ends aligned."""
+    if len(x) == n:
+        return x
+    if len(x) == 1 or n == 1:
+        return np.full(n, float(np.mean(x)))
+    return np.interp(np.linspace(0.0, 1.0, n), np.linspace(0.0, 1.0, len(x)), x)
+
+
+def smooth_across_layers(scores: list[np.ndarray], lams: list[float]) -> list[np.ndarray]:
+    """From the second-deepest layer up: s_l = (1 - lam_l) s_l + lam_l resize(s_{l+1}),
+    using the already smoothed s_{l+1}."""
+    out = list(scores)
+    for i in range(len(out) - 2, -1, -1):
+        if lams[i]:
+            out[i] = (1 - lams[i]) * out[i] + lams[i] * resize(out[i + 1], len(out[i]))
+    return out

@@ -38,8 +38,10 @@ def tier_bounds(n_layers: int, shallow_ratio: float, deep_ratio: float) -> tuple
 def minmax(x: np.ndarray) -> np.ndarray:
     """Scale to [0, 1]; a constant array becomes zeros."""
     x = np.asarray(x, dtype=np.float64)
-    span = x.max(initial=0.0) - x.min(initial=0.0) if x.size else 0.0
-    return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+    if x.size == 0:
+        return x
+    low, span = x.min(), x.max() - x.min()
+    return (x - low) / span if span > 0 else np.zeros_like(x)
 
 
 def recency(n: int, k: float) -> np.ndarray:

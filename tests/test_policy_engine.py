@@ -1,0 +1,205 @@
+"""Policies inside the engine: summary folding, re-indexing modes, nothing runs at question
+time, bounded memory for every policy, telemetry events."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import hermes
+from hermes import policies
+from hermes.cache import PREFIX, SUMMARY
+from hermes.engine import StreamEngine
+from tests.conftest import random_frames
+from tests.test_engine import QUESTION, peek_logits, snapshot
+
+
+def engine_for(backbone, policy: str, budget: int | None, **config) -> StreamEngine:
+    return hermes.load_engine(backbone, policy=policy, budget=budget, **{"chunk_frames": 4, **config})
+
+
+def test_deep_layers_hold_budget_minus_one_plus_a_summary_of_the_evicted(backbone, monkeypatch):
+    engine = engine_for(backbone, "hermes", 40)
+    before = {}
+    real_evict = engine._evict
+
+    def spy(*args):
+        before.clear()
+        before.update({i: (layer.keys.clone(), layer.values.clone(), layer.positions.clone())
+                       for i, layer in enumerate(engine.cache.layers)})
+        return real_evict(*args)
+
+    monkeypatch.setattr(engine, "_evict", spy)
+    engine.ingest(random_frames(4))  # 65 video tokens > 40: the first eviction, no summary yet
+    for i, layer in enumerate(engine.cache.layers):
+        video = engine.cache.evictable_index(i)
+        n_summary = int((layer.kinds == SUMMARY).sum())
+        assert len(video) == 40
+        if engine.policy.summarize(i, backbone.n_layers):
+            assert n_summary == 1
+            keys, values, positions = before[i]
+            gone = ~torch.isin(positions, layer.positions) | (positions == layer.positions[layer.kinds == SUMMARY])
+            gone &= torch.arange(len(positions)) >= engine.prefix_tokens
+            assert int(gone.sum()) == 65 - 39
+            target = positions[gone].min()
+            want_k = backbone.rotate_keys(keys[..., gone, :], target - positions[gone]).mean(dim=-2)
+            s = (layer.kinds == SUMMARY).nonzero().item()
+            assert layer.positions[s].item() == target.item()
+            torch.testing.assert_close(layer.keys[..., s, :], want_k)
+            torch.testing.assert_close(layer.values[..., s, :], values[..., gone, :].mean(dim=-2))
+        else:
+            assert n_summary == 0
+    engine.ingest(random_frames(8, seed=5))  # later evictions fold the old summary in again
+    for i, layer in enumerate(engine.cache.layers):
+        assert int((layer.kinds == SUMMARY).sum()) == int(engine.policy.summarize(i, backbone.n_layers))
+        assert len(engine.cache.evictable_index(i)) == 40
+
+
+def test_summary_off_keeps_plain_top_k(backbone):
+    engine = engine_for(backbone, "hermes", 40, summary=False)
+    engine.ingest(random_frames(8))
+    assert all(int((layer.kinds == SUMMARY).sum()) == 0 for layer in engine.cache.layers)
+    assert engine.cache_lengths() == [40] * backbone.n_layers
+
+
+def test_lazy_keeps_positions_eager_compacts_and_both_agree_without_eviction(backbone):
+    lazy = engine_for(backbone, "hermes", 60)
+    eager = engine_for(backbone, "hermes", 60, reindex="eager")
+    frames = random_frames(8, seed=2)
+    lazy.ingest(frames)
+    eager.ingest(frames)
+    p = lazy.prefix_tokens
+    lazy_video = lazy.cache.layers[0].positions[p:]
+    assert lazy_video.min().item() > p  # original positions: the gap left by evicted tokens stays
+    for layer in eager.cache.layers:
+        assert torch.equal(layer.positions, torch.arange(len(layer)))
+    # no eviction: both modes must give the same next-step logits
+    a, b = engine_for(backbone, "hermes", 500), engine_for(backbone, "hermes", 500, reindex="eager")
+    a.ingest(frames)
+    b.ingest(frames)
+    ids = backbone.question_ids(QUESTION)
+    la, lb = peek_logits(a, ids), peek_logits(b, ids)
+    assert ((la - lb).abs().max() / la.abs().max()).item() <= 1e-3
+
+
+def test_lazy_compacts_past_the_threshold(backbone):
+    engine = engine_for(backbone, "hermes", 60, reindex_margin=backbone.max_positions - 200)
+    engine.ingest(random_frames(12))
+    assert engine.cache.max_position() < 200 + 65
+    video = engine.cache.layers[0].positions[engine.prefix_tokens:]
+    assert torch.equal(video, torch.arange(video[0].item(), video[0].item() + 60))
+
+
+class CountingPolicy:
+    """Wraps a policy and counts every method call the engine makes."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def __getattr__(self, name):
+        value = getattr(self.inner, name)
+        if callable(value):
+            def counted(*args, **kwargs):
+                self.calls += 1
+                return value(*args, **kwargs)
+            return counted
+        return value
+
+
+@pytest.mark.parametrize("ask", ["ask", "ask_stream"])
+def test_questions_run_no_policy_and_no_pseudo_query(backbone, monkeypatch, ask):
+    engine = engine_for(backbone, "hermes", 40, max_new_tokens=4)
+    counting = CountingPolicy(engine.policy)
+    engine.policy = counting
+    pseudo = []
+    real = engine._pseudo_queries
+    monkeypatch.setattr(engine, "_pseudo_queries", lambda: pseudo.append(1) or real())
+    engine.ingest(random_frames(8))
+    assert counting.calls > 0 and len(pseudo) == 2
+    counting.calls, pseudo[:] = 0, []
+    before = snapshot(engine)
+    if ask == "ask":
+        engine.ask(QUESTION)
+    else:
+        list(engine.ask_stream(QUESTION))
+    assert counting.calls == 0 and pseudo == []
+    for b, a in zip(before, snapshot(engine), strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(b, a, strict=True))
+
+
+def test_pseudo_queries_are_conditioned_on_the_last_exchange(backbone):
+    engine = engine_for(backbone, "hermes", 40, max_new_tokens=2)
+    assert "Context summary" not in engine._pseudo_texts()["global"]
+    engine.ingest(random_frames(4))
+    answer = engine.ask("how many red circles ?")
+    texts = engine._pseudo_texts()
+    assert texts["global"].startswith(f"Context summary: Question: how many red circles ? Answer: {answer.text}.")
+    assert texts["local"].startswith("Find recent details related to: how many red circles ?")
+    assert texts["mixed"] == f"{texts['local']}; {texts['global']}"
+
+
+@pytest.mark.parametrize("policy", ["fifo", "uniform", "streaming_llm", "h2o", "snapkv", "pyramidkv", "hermes"])
+def test_every_policy_bounds_memory_over_300_frames_and_still_answers(backbone, policy):
+    budget = 96
+    engine = engine_for(backbone, policy, budget, chunk_frames=16)
+    events = []
+    for start in range(0, 300, 100):
+        events += engine.ingest(random_frames(100, height=24, width=24, seed=start))
+    events += engine.flush()
+    assert engine.frames_seen == 300
+    budgets = engine.policy.layer_budgets(backbone.n_layers, budget)
+    assert sum(budgets) == budget * backbone.n_layers
+    for event in events:
+        assert all(n <= b for n, b in zip(event.cache_lengths, budgets, strict=True))  # summary included
+    if policy != "pyramidkv":
+        assert max(engine.cache_lengths()) <= budget
+    answer = engine.ask(QUESTION, max_new_tokens=3)
+    assert answer.tokens and answer.ttft_s > 0
+
+
+def test_chunk_events_carry_the_telemetry(backbone):
+    engine = engine_for(backbone, "hermes", 40)
+    event = engine.ingest(random_frames(8))[-1]
+    L = backbone.n_layers
+    assert event.tiers[0] == "shallow" and event.tiers[-1] == "deep"
+    assert event.frame_ids.tolist() == list(range(8))
+    assert set(event.attention) == {"local", "global", "mixed"}
+    assert event.attention["global"].shape == (L, 8) and np.all(event.attention["global"] >= 0)
+    assert event.kept.shape == (L, 8) and event.kept.sum(axis=1).tolist() == [40 - s for s in event.summary]
+    assert event.summary.tolist() == [int(t == "deep") for t in event.tiers]
+    assert event.evicted.tolist() == [65 + 40 - 40] * L
+    for key in ("encode", "prefill", "pseudo", "score", "evict", "telemetry", "total"):
+        assert event.timings[key] >= 0
+    assert event.kv_bytes == engine.cache.nbytes()
+    json.dumps(event.to_dict())  # JSON-ready
+    engine.ask(QUESTION, max_new_tokens=2)
+    q = engine.questions[-1]
+    assert q.attention.shape == (L, len(q.frame_ids)) and np.all(q.attention >= 0)
+    assert np.all(q.attention.sum(axis=1) <= 1 + 1e-5)
+    json.dumps(q.to_dict())
+
+
+def test_telemetry_queries_for_policies_without_attention(backbone):
+    engine = engine_for(backbone, "fifo", 40, telemetry_queries=True)
+    event = engine.ingest(random_frames(4))[-1]
+    assert set(event.attention) == {"global"}
+
+
+def test_config_fields_reach_the_hermes_policy(backbone):
+    engine = engine_for(backbone, "hermes", 40, summary=False, schedule="paper", lams=(0.0, 0.2, 0.5))
+    assert (engine.policy.summary, engine.policy.schedule, engine.policy.lams) == (False, "paper", (0.0, 0.2, 0.5))
+    override = hermes.load_engine(backbone, policy="hermes", budget=40, summary=False,
+                                  policy_params={"summary": True})
+    assert override.policy.summary is True
+
+
+def test_prefix_is_never_evicted(backbone):
+    for name in ("fifo", "hermes", "h2o"):
+        engine = engine_for(backbone, name, 20)
+        engine.ingest(random_frames(8))
+        for layer in engine.cache.layers:
+            assert int((layer.kinds == PREFIX).sum()) == engine.prefix_tokens
+    assert "hermes" in policies.available()
