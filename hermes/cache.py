@@ -129,9 +129,13 @@ class HermesLayer(DynamicLayer):
         return {name: getattr(self, name)[index] for name in META_FIELDS}
 
     def select(self, index: torch.Tensor) -> None:
-        """Keep the tokens at `index` (long, in the order given)."""
-        self.set_tokens(self.keys.index_select(-2, index.to(self.device)),
-                        self.values.index_select(-2, index.to(self.device)), self.meta(index))
+        """Keep the tokens at `index` (long, in the order given), compacted in place at the
+        front of the buffers (no new buffer: steady-state eviction allocates nothing big)."""
+        m, device_index = len(index), index.to(self.device)
+        self._k[..., :m, :] = self._k[..., device_index, :]  # indexing copies first, so overlap is safe
+        self._v[..., :m, :] = self._v[..., device_index, :]
+        for name, value in self.meta(index).items():
+            setattr(self, name, value)
 
     def set_tokens(self, keys: torch.Tensor, values: torch.Tensor, meta: dict[str, torch.Tensor]) -> None:
         """Replace the layer's content: keys/values (1, KV, n, Dh), metadata (n,) by field name."""

@@ -15,7 +15,6 @@ decoded greedily, and cropped off again: asking never scores, evicts or re-encod
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import threading
@@ -79,7 +78,6 @@ class StreamEngine:
             self.questions: list[QuestionEvent] = []
             self.last_answer: Answer | None = None
             self.last_exchange: tuple[str, str] | None = None  # conditions the next pseudo-queries
-            self._question_attention: tuple[np.ndarray, np.ndarray] | None = None
             ids = self.backbone.prefix_ids()
             n = len(ids)
             self._forward(self.backbone.embed_ids(ids), torch.arange(n), torch.full((n,), -1),
@@ -295,12 +293,8 @@ class StreamEngine:
 
     def _pool(self, per_layer: list[np.ndarray], frame_ids: np.ndarray) -> np.ndarray:
         """Per-layer (len(layer),) token values -> (L, F) per-frame sums."""
-        return self._pool_prefix(per_layer, frame_ids, self.cache.lengths())
-
-    def _pool_prefix(self, per_layer: list[np.ndarray], frame_ids: np.ndarray, lengths: list[int]) -> np.ndarray:
-        """Like _pool over the first lengths[l] tokens of each layer."""
-        return np.stack([pool_per_frame(values, layer.frames[:n].numpy(), frame_ids)
-                         for values, layer, n in zip(per_layer, self.cache.layers, lengths, strict=True)])
+        return np.stack([pool_per_frame(values, layer.frames.numpy(), frame_ids)
+                         for values, layer in zip(per_layer, self.cache.layers, strict=True)])
 
     def _keep_map(self, frame_ids: np.ndarray) -> np.ndarray:
         """(L, F) tokens of each frame each layer holds."""
@@ -337,8 +331,9 @@ class StreamEngine:
             lengths = self.cache.lengths()
             tokens: list[int] = []
             ttft, text = 0.0, ""
+            ids = self.backbone.question_ids(question)
             try:
-                for token in self._decode(self.backbone.question_ids(question), max_new):
+                for token in self._decode(ids, max_new):
                     if not tokens:
                         ttft = time.perf_counter() - start
                     if token is None:
@@ -355,10 +350,21 @@ class StreamEngine:
             total = time.perf_counter() - start
             self.last_answer = Answer(text=text, tokens=tokens, ttft_s=ttft, total_s=total)
             self.last_exchange = (question, text)
-            frame_ids, attention = self._question_attention or (np.zeros(0, dtype=np.int64), None)
-            self._question_attention = None
+            frame_ids = self._frames_present()
+            attention = self._question_attention(ids, frame_ids) if self.config.record_question_attention else None
             self.questions.append(QuestionEvent(question, text, ttft, total, len(tokens), self.frames_seen,
                                                 frame_ids, attention))
+
+    def _question_attention(self, ids: list[int], frame_ids: np.ndarray) -> np.ndarray:
+        """Where a question looked, (L, F): its attention over the cache (mean over heads and
+        its rows) pooled per frame. Telemetry, computed after the answer so TTFT stays clean;
+        the forward writes nothing."""
+        n = len(ids)
+        with record_attention() as rec:
+            self._forward(self.backbone.embed_ids(ids), self.next_position + torch.arange(n),
+                          torch.full((n,), -1), torch.full((n,), TEXT), write=False)
+        per_layer = [(rec.totals[i][: len(layer)] / n).cpu().numpy() for i, layer in enumerate(self.cache.layers)]
+        return self._pool(per_layer, frame_ids)
 
     def _decode(self, ids: list[int], max_new: int) -> Iterator[int | None]:
         """Prefill the question at the next positions, then greedy decode with repetition
@@ -367,15 +373,8 @@ class StreamEngine:
         stop = self.backbone.stop_ids
         seen = set(ids)
         pos = self.next_position
-        lengths = self.cache.lengths()
-        recording = record_attention() if self.config.record_question_attention else contextlib.nullcontext()
-        with recording as rec:
-            hidden = self._forward(self.backbone.embed_ids(ids), pos + torch.arange(len(ids)),
-                                   torch.full((len(ids),), -1), torch.full((len(ids),), TEXT))
-        if rec is not None:  # where the question looked: mean over its rows, pooled per frame
-            per_layer = [(rec.totals[i][:n] / len(ids)).cpu().numpy() for i, n in enumerate(lengths)]
-            frame_ids = self._frames_present()
-            self._question_attention = (frame_ids, self._pool_prefix(per_layer, frame_ids, lengths))
+        hidden = self._forward(self.backbone.embed_ids(ids), pos + torch.arange(len(ids)),
+                               torch.full((len(ids),), -1), torch.full((len(ids),), TEXT))
         pos += len(ids)
         for step in range(max_new):
             logits = self.backbone.model.lm_head(hidden[:, -1]).float()[0]  # (V,)
