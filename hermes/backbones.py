@@ -185,10 +185,10 @@ class Backbone:
         std = torch.tensor(self.image_std, device=x.device).view(1, 3, 1, 1)
         return ((x - mean) / std).to(self.dtype)
 
-    @torch.no_grad()
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """(T, 3, S, S) -> (1, T * tokens_per_frame + 1, D): pooled frame tokens in frame
-        order, then one image_newline token (LLaVA-OV appends one per call)."""
+        order, then one image_newline token (LLaVA-OV appends one per call). Differentiable
+        (training uses it); the engine calls it under no_grad."""
         cfg = self.model.config
         out = self.model.model.get_video_features(
             pixel_values_videos=pixels.unsqueeze(0),
@@ -198,8 +198,9 @@ class Backbone:
         )
         return out.pooler_output
 
+    @torch.no_grad()
     def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 (T, H, W, 3) -> (1, T * tokens_per_frame + 1, D)."""
+        """uint8 (T, H, W, 3) -> (1, T * tokens_per_frame + 1, D), no gradients."""
         return self.encode_pixels(self.preprocess(frames))
 
     # ---- RoPE ---------------------------------------------------------------------------

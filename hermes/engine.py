@@ -129,7 +129,8 @@ class StreamEngine:
         n_tokens = n_frames * tpf + 1
         self._make_room(n_tokens)
         t0 = time.perf_counter()
-        feats = self.backbone.encode_pixels(pixels)  # (1, T * tpf + 1, D)
+        with torch.no_grad():
+            feats = self.backbone.encode_pixels(pixels)  # (1, T * tpf + 1, D)
         t1 = time.perf_counter()
         first = self.frames_seen
         frame_ids = torch.cat([torch.arange(first, first + n_frames).repeat_interleave(tpf),

@@ -32,7 +32,7 @@ WORDS = tuple(
     "circles squares triangles stars diamonds crosses rings hearts hexagons objects shapes frames "
     "red green blue yellow orange purple pink white black gray cyan brown "
     "top bottom middle center right up down moving moved still background "
-    "yes no none nothing one two three four five six seven eight nine ten "
+    "yes no none nothing zero one two three four five six seven eight nine ten have has had times "
     "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 "
     "it its this that these those all any some every with for from by as or not "
     "? . , ; : ' !".split()

@@ -1,0 +1,316 @@
+"""Train hermes-tiny, the bundled LLaVA-OneVision-architecture model, on ShapeStream.
+
+    python -m hermes.train_tiny                      # full run (see --vision-steps / --qa-steps)
+    python -m hermes.train_tiny --qa-steps 50 --out /tmp/tiny   # a quick smoke run
+
+CPU by default (a GPU is used when present), seeded, resumable (a checkpoint is written
+to --work every --save-every steps and picked up on restart), with tqdm progress.
+
+Two stages:
+1. vision warm-up: vision tower + projector learn dense per-frame targets that ShapeStream
+   knows exactly (shape and colour of the object in each of the 4x4 token cells), through
+   two linear heads on the projector output;
+2. question answering, end to end: each step is one stream laid out exactly as the engine
+   lays it out (prefix, per chunk: 16 frame tokens per frame + one newline token), plus
+   every question asked at a chunk boundary appended after it, each at the positions the
+   engine would give it and masked to see only the stream up to its time (so one forward
+   trains dozens of questions; answers are not fed to later questions). Loss: the answer
+   word and the end-of-turn token after it, plus the dense frame loss.
+
+Training streams use seeds from TRAIN_SEED0 on; evaluation uses seeds below it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from hermes.backbones import (
+    BUNDLED_MODELS,
+    HERMES_JSON,
+    TINY_PSEUDO_QUERIES,
+    TINY_SYSTEM_PROMPT,
+    Backbone,
+    build_random,
+    tiny_config,
+)
+from hermes.synthetic import COLOURS, SHAPES, Stream, cell_labels, generate
+from hermes.tokenizer import build_tokenizer
+
+TRAIN_SEED0 = 1_000_000
+CHUNK = 16
+FPS = 2.0
+
+
+@dataclass
+class TrainConfig:
+    out: Path = BUNDLED_MODELS["hermes-tiny"]
+    work: Path = Path("runs/hermes-tiny")
+    seed: int = 0
+    vision_steps: int = 600
+    vision_batch: int = 48
+    qa_steps: int = 2400
+    lr: float = 2e-3
+    vision_lr: float = 3e-3
+    aux_weight: float = 0.3
+    min_seconds: float = 16.0
+    max_seconds: float = 64.0
+    save_every: int = 100
+    eval_every: int = 200
+
+
+class AuxHeads(torch.nn.Module):
+    """Per-token shape and colour classifiers on the projector output (training only)."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.shape = torch.nn.Linear(hidden, len(SHAPES) + 1)
+        self.colour = torch.nn.Linear(hidden, len(COLOURS) + 1)
+
+    def loss(self, tokens: torch.Tensor, shapes: torch.Tensor, colours: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """tokens (N, D), labels (N,) -> (loss, accuracy of both labels together)."""
+        ls, lc = self.shape(tokens), self.colour(tokens)
+        loss = F.cross_entropy(ls, shapes) + F.cross_entropy(lc, colours)
+        acc = ((ls.argmax(-1) == shapes) & (lc.argmax(-1) == colours)).float().mean().item()
+        return loss, acc
+
+
+def new_backbone(seed: int) -> Backbone:
+    bb = build_random(tiny_config(len(build_tokenizer())), seed=seed, name="hermes-tiny")
+    return bb
+
+
+def frame_tokens(bb: Backbone, pixels: torch.Tensor) -> torch.Tensor:
+    """(T, 3, S, S) -> (T, tokens_per_frame, D) pooled projector output (newline dropped)."""
+    return bb.encode_pixels(pixels)[0, :-1].view(pixels.shape[0], bb.tokens_per_frame, -1)
+
+
+@dataclass
+class Sample:
+    embeds: torch.Tensor  # (1, N, D)
+    positions: torch.Tensor  # (1, N)
+    mask: torch.Tensor  # (1, 1, N, N) bool, True = may attend
+    targets: torch.Tensor  # (N,) next-token targets, -100 where no loss
+    frame_feats: torch.Tensor  # (T, tokens_per_frame, D)
+    n_questions: int
+
+
+def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
+    """One stream in the engine's layout + its questions appended, each masked to its time."""
+    prefix_ids = bb.prefix_ids()
+    pixels = bb.preprocess(stream.frames).to(device)
+    parts = [bb.embed_ids(prefix_ids)]
+    feats_all = []
+    chunk_end = []  # sequence length after each chunk
+    length = len(prefix_ids)
+    for start in range(0, len(stream.frames), CHUNK):
+        p = pixels[start:start + CHUNK]
+        out = bb.encode_pixels(p)  # (1, T * tpf + 1, D): the engine's chunk layout
+        parts.append(out)
+        feats_all.append(out[0, :-1].view(p.shape[0], bb.tokens_per_frame, -1))
+        length += out.shape[1]
+        chunk_end.append((float(stream.timestamps[min(start + CHUNK, len(stream.frames)) - 1]), length))
+    n_stream = length
+    im_end = bb.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    targets = [-100] * n_stream
+    positions = list(range(n_stream))
+    blocks = []  # (start, end, visible stream length)
+    for q in stream.questions:
+        visible = next(end for t, end in chunk_end if t >= q.time - 1e-6)
+        answer = bb.encode_text(q.answer)
+        assert len(answer) == 1, f"answer {q.answer!r} is not one token"
+        ids = bb.question_ids(q.question) + answer
+        start = len(targets)
+        parts.append(bb.embed_ids(ids))
+        # position j predicts ids[j + 1]: the last question token -> the answer -> end of turn
+        targets += [-100] * (len(ids) - 2) + [answer[0], im_end]
+        positions += list(range(visible, visible + len(ids)))
+        blocks.append((start, start + len(ids), visible))
+    n = len(targets)
+    mask = torch.zeros(n, n, dtype=torch.bool)
+    mask[:n_stream, :n_stream] = torch.ones(n_stream, n_stream, dtype=torch.bool).tril()
+    for start, end, visible in blocks:
+        mask[start:end, :visible] = True
+        mask[start:end, start:end] = torch.ones(end - start, end - start, dtype=torch.bool).tril()
+    return Sample(torch.cat(parts, dim=1), torch.tensor([positions], device=device), mask[None, None].to(device),
+                  torch.tensor(targets, device=device), torch.cat(feats_all), len(blocks))
+
+
+def qa_forward(bb: Backbone, sample: Sample) -> tuple[torch.Tensor, float]:
+    """(answer loss, answer accuracy) for one sample."""
+    out = bb.language_model(inputs_embeds=sample.embeds, position_ids=sample.positions,
+                            attention_mask={"full_attention": sample.mask}, use_cache=False)
+    logits = bb.model.lm_head(out.last_hidden_state[0])  # (N, V)
+    # targets[i] is the token that should follow position i
+    loss = F.cross_entropy(logits.float(), sample.targets, ignore_index=-100)
+    hit = sample.targets != -100
+    word = hit.clone()
+    word[hit.nonzero().flatten()[1::2]] = False  # even hits: the answer words
+    acc = (logits[word].argmax(-1) == sample.targets[word]).float().mean().item()
+    return loss, acc
+
+
+def dense_labels(stream: Stream, grid: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    shapes, colours = cell_labels(stream, grid)
+    return torch.from_numpy(shapes).to(device).view(-1), torch.from_numpy(colours).to(device).view(-1)
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int = 50) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def stream_seconds(step: int, cfg: TrainConfig, rng: random.Random) -> float:
+    """Curriculum: short streams first, up to max_seconds by 40% of the QA steps."""
+    grow = min(1.0, step / max(1, 0.4 * cfg.qa_steps))
+    top = cfg.min_seconds + grow * (cfg.max_seconds - cfg.min_seconds)
+    return CHUNK / FPS * rng.randint(int(cfg.min_seconds * FPS / CHUNK), max(1, int(top * FPS / CHUNK)))
+
+
+@torch.no_grad()
+def evaluate(bb: Backbone, seeds: range, device: torch.device, seconds: float = 48.0) -> dict[str, float]:
+    """Answer accuracy per category with full-sequence forwards (no eviction)."""
+    bb.model.eval()
+    hits: dict[str, list[bool]] = {}
+    for seed in seeds:
+        stream = generate(seed, seconds=seconds, fps=FPS)
+        sample = build_sample(bb, stream, device)
+        out = bb.language_model(inputs_embeds=sample.embeds, position_ids=sample.positions,
+                                attention_mask={"full_attention": sample.mask}, use_cache=False)
+        logits = bb.model.lm_head(out.last_hidden_state[0])
+        at = (sample.targets != -100).nonzero().flatten()[0::2]
+        for q, i in zip(stream.questions, at.tolist(), strict=True):
+            hits.setdefault(q.category, []).append(int(logits[i].argmax()) == int(sample.targets[i]))
+    bb.model.train()
+    result = {c: float(np.mean(v)) for c, v in sorted(hits.items())}
+    result["all"] = float(np.mean([h for v in hits.values() for h in v]))
+    return result
+
+
+def save_model(bb: Backbone, out: Path, metrics: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    bb.model.config.text_config._attn_implementation = None  # chosen again at load time
+    bb.model.save_pretrained(out)
+    bb.tokenizer.save_pretrained(out)
+    (out / HERMES_JSON).write_text(json.dumps({"system_prompt": TINY_SYSTEM_PROMPT,
+                                               "pseudo_queries": TINY_PSEUDO_QUERIES,
+                                               "metrics": metrics}, indent=1))
+
+
+def train(cfg: TrainConfig) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    bb = new_backbone(cfg.seed).to(str(device))
+    bb.model.set_attn_implementation({"text_config": "sdpa", "vision_config": "sdpa"})
+    heads = AuxHeads(bb.language_model.config.hidden_size).to(device)
+    vision_params = [*bb.model.model.vision_tower.parameters(), *bb.model.model.multi_modal_projector.parameters()]
+    opt_v = torch.optim.AdamW([*vision_params, *heads.parameters()], lr=cfg.vision_lr, weight_decay=0.01)
+    opt = torch.optim.AdamW([*bb.model.parameters(), *heads.parameters()], lr=cfg.lr, weight_decay=0.01)
+    state = {"stage": "vision", "step": 0, "log": []}
+    ckpt = cfg.work / "checkpoint.pt"
+    if ckpt.exists():
+        saved = torch.load(ckpt, map_location=device, weights_only=False)
+        bb.model.load_state_dict(saved["model"])
+        heads.load_state_dict(saved["heads"])
+        opt_v.load_state_dict(saved["opt_v"])
+        opt.load_state_dict(saved["opt"])
+        state = saved["state"]
+        rng.setstate(saved["rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        print(f"resumed from {ckpt} at {state['stage']} step {state['step']}")
+
+    def checkpoint() -> None:
+        cfg.work.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": bb.model.state_dict(), "heads": heads.state_dict(), "opt_v": opt_v.state_dict(),
+                    "opt": opt.state_dict(), "state": state, "rng": rng.getstate(),
+                    "torch_rng": torch.get_rng_state()}, ckpt)
+
+    bb.model.train()
+    start = time.time()
+    if state["stage"] == "vision":
+        bar = tqdm(range(state["step"], cfg.vision_steps), desc="vision", initial=state["step"],
+                   total=cfg.vision_steps)
+        for step in bar:
+            for group in opt_v.param_groups:
+                group["lr"] = lr_at(step, cfg.vision_steps, cfg.vision_lr)
+            streams = [generate(TRAIN_SEED0 + 7_919 * step + i, seconds=16, fps=FPS, question_every=None)
+                       for i in range(3)]
+            frames = np.concatenate([s.frames for s in streams])
+            pick = np.array(rng.sample(range(len(frames)), min(cfg.vision_batch, len(frames))))
+            labels = [dense_labels(s, 4, device) for s in streams]
+            shapes = torch.cat([lab[0].view(len(s.frames), -1) for lab, s in zip(labels, streams, strict=True)])
+            colours = torch.cat([lab[1].view(len(s.frames), -1) for lab, s in zip(labels, streams, strict=True)])
+            tokens = frame_tokens(bb, bb.preprocess(frames[pick]).to(device))
+            loss, acc = heads.loss(tokens.reshape(-1, tokens.shape[-1]), shapes[pick].reshape(-1),
+                                   colours[pick].reshape(-1))
+            opt_v.zero_grad()
+            loss.backward()
+            opt_v.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}", cell_acc=f"{acc:.3f}")
+            state["step"] = step + 1
+            if (step + 1) % cfg.save_every == 0:
+                checkpoint()
+        state = {"stage": "qa", "step": 0, "log": state["log"] + [{"vision_cell_acc": acc}]}
+        checkpoint()
+    bar = tqdm(range(state["step"], cfg.qa_steps), desc="qa", initial=state["step"], total=cfg.qa_steps)
+    ema_acc = None
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg.qa_steps, cfg.lr)
+        seconds = stream_seconds(step, cfg, rng)
+        stream = generate(TRAIN_SEED0 + step, seconds=seconds, fps=FPS)
+        sample = build_sample(bb, stream, device)
+        loss, acc = qa_forward(bb, sample)
+        shapes, colours = dense_labels(stream, 4, device)
+        aux, cell_acc = heads.loss(sample.frame_feats.reshape(-1, sample.frame_feats.shape[-1]), shapes, colours)
+        opt.zero_grad()
+        (loss + cfg.aux_weight * aux).backward()
+        torch.nn.utils.clip_grad_norm_(bb.model.parameters(), 1.0)
+        opt.step()
+        ema_acc = acc if ema_acc is None else 0.95 * ema_acc + 0.05 * acc
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{ema_acc:.3f}", cell=f"{cell_acc:.2f}", s=int(seconds))
+        state["step"] = step + 1
+        if (step + 1) % cfg.save_every == 0:
+            checkpoint()
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.qa_steps:
+            metrics = evaluate(bb, range(100, 112), device)
+            state["log"].append({"step": step + 1, "minutes": round((time.time() - start) / 60, 1), **metrics})
+            tqdm.write(json.dumps(state["log"][-1]))
+    metrics = evaluate(bb, range(200, 240), device, seconds=64.0)
+    metrics["train_minutes_this_run"] = round((time.time() - start) / 60, 1)
+    save_model(bb, cfg.out, metrics)
+    checkpoint()
+    print(json.dumps({"saved": str(cfg.out), **metrics}))
+    return metrics
+
+
+def main() -> None:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=defaults.out)
+    parser.add_argument("--work", type=Path, default=defaults.work)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--vision-steps", type=int, default=defaults.vision_steps)
+    parser.add_argument("--qa-steps", type=int, default=defaults.qa_steps)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds)
+    parser.add_argument("--save-every", type=int, default=defaults.save_every)
+    parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    args = parser.parse_args()
+    train(TrainConfig(**{k: v for k, v in vars(args).items()}))
+
+
+if __name__ == "__main__":
+    main()
