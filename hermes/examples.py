@@ -1,17 +1,23 @@
-"""A small procedural clip for the demo and smoke tests: coloured shapes bouncing on a grey field.
+"""Example videos for the demo, the tests and the benchmarks.
 
-    python -m hermes.examples assets/examples/bouncing-shapes.mp4
+    python -m hermes.examples            # rewrites assets/examples/*
+
+- bouncing-shapes.mp4: coloured shapes bouncing on a grey field (engine benchmarks, CLI).
+- shapestream-<seed>.mp4 + .json: ShapeStream streams rendered at 192 px, 10 fps, with
+  their question lists (question, answer, time in seconds, category) for the app.
 
 Deterministic (seeded), numpy only; written as H.264 mp4 (plays in browsers).
 """
 
 from __future__ import annotations
 
-import sys
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from hermes.synthetic import generate
 from hermes.video import write_video
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
@@ -46,10 +52,29 @@ def bouncing_shapes(seconds: float = 12.0, fps: int = 10, size: tuple[int, int] 
     return frames
 
 
-def main(path: str = "assets/examples/bouncing-shapes.mp4") -> None:
-    out = write_video(path, bouncing_shapes(), fps=10)
-    print(f"wrote {out} ({Path(out).stat().st_size / 1024:.0f} KiB)")
+EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
+SHAPESTREAM_SEEDS = (901, 902, 903)  # not used in training (>= 1,000,000) nor in the accuracy study (0..N)
+
+
+def write_shapestream_example(seed: int, out_dir: Path = EXAMPLES, seconds: float = 64.0, fps: int = 10,
+                              size: tuple[int, int] = (192, 192)) -> Path:
+    """Write shapestream-<seed>.mp4 and its questions (.json, asked every 8 s)."""
+    stream = generate(seed, seconds=seconds, fps=fps, size=size)
+    video = write_video(out_dir / f"shapestream-{seed}.mp4", stream.frames, fps)
+    questions = [{**asdict(q), "time": round(q.time, 3)} for q in stream.questions]
+    meta = {"seed": seed, "seconds": seconds, "fps": fps, "size": list(size), "questions": questions,
+            "events": [asdict(e) for e in stream.events]}
+    video.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    return video
+
+
+def main() -> None:
+    EXAMPLES.mkdir(parents=True, exist_ok=True)
+    out = [write_video(EXAMPLES / "bouncing-shapes.mp4", bouncing_shapes(), fps=10)]
+    out += [write_shapestream_example(seed) for seed in SHAPESTREAM_SEEDS]
+    for path in out:
+        print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main()

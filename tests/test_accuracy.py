@@ -1,0 +1,65 @@
+"""The accuracy script's unified streaming-benchmark path, on a tiny made-up file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from analysis import accuracy
+from hermes import HermesError
+from hermes.synthetic import generate
+from hermes.video import write_video
+
+
+@pytest.fixture
+def bench_file(tmp_path):
+    stream = generate(3, seconds=16, fps=2, size=(64, 64))
+    write_video(tmp_path / "clip.mp4", stream.frames, fps=2)
+    entries = [{
+        "video_id": "clip",
+        "video_path": "clip.mp4",  # relative to the JSON file
+        "conversations": [
+            {"question": "how many shapes are on the screen now ?", "answer": "one", "end_time": 4.0,
+             "task": "perception"},
+            {"question": "which colour ?", "answer": "B", "choices": ["red", "blue"], "end_time": 15.5,
+             "task": "perception"},
+            {"question": "did the circle appear first ?", "answer": "yes", "end_time": 15.5, "task": "order"},
+        ],
+    }]
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(entries))
+    return path
+
+
+def test_benchmark_mode_scores_a_unified_schema_file(bench_file, tmp_path, capsys):
+    out = tmp_path / "result.md"
+    accuracy.main(["--benchmark", str(bench_file), "--model", "random-tiny", "--policy", "fifo", "--budget", "64",
+                   "--fps", "2", "--max-new-tokens", "2", "--out", str(out)])
+    text = out.read_text()
+    assert "| perception | 2 |" in text and "| order | 1 |" in text and "| all | 3 |" in text
+
+
+@pytest.mark.parametrize("broken, message", [
+    ([{"video_path": "x.mp4", "conversations": []}], "has no 'video_id'"),
+    ([{"video_id": "a", "video_path": "x.mp4", "conversations": [{"question": "q", "answer": "a"}]}],
+     "has no 'end_time'"),
+    ({"video_id": "a"}, "expected a JSON list"),
+])
+def test_benchmark_loader_names_what_is_missing(tmp_path, broken, message):
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(broken))
+    with pytest.raises(HermesError, match=message):
+        accuracy.load_benchmark(path)
+
+
+@pytest.mark.parametrize("conv, said, ok", [
+    ({"answer": "red"}, "red .", True),
+    ({"answer": "red"}, "blue", False),
+    ({"answer": "B", "choices": ["red", "blue"]}, "B. blue", True),
+    ({"answer": "blue", "choices": ["red", "blue"]}, "b", True),
+    ({"answer": "blue", "choices": ["red", "blue"]}, "A", False),
+    ({"answer": "blue", "choices": ["red", "blue"]}, "blue it is", True),
+])
+def test_answer_matching(conv, said, ok):
+    assert accuracy.correct(conv, said) is ok

@@ -1,0 +1,83 @@
+"""ShapeStream: deterministic, renders at any size, answers agree with the event log."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hermes.synthetic import CATEGORIES, COLOURS, NUMBERS, SHAPES, Event, generate
+
+
+def test_same_seed_same_stream():
+    a, b = generate(11, seconds=32), generate(11, seconds=32)
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.timestamps, b.timestamps)
+    assert a.events == b.events and a.questions == b.questions
+    c = generate(12, seconds=32)
+    assert c.events != a.events
+
+
+def test_renders_at_any_size_and_rate_with_the_same_world():
+    small, large = generate(5, seconds=24, fps=2, size=(64, 64)), generate(5, seconds=24, fps=6, size=(192, 256))
+    assert small.frames.shape == (48, 64, 64, 3) and large.frames.shape == (144, 192, 256, 3)
+    assert small.events == large.events
+    np.testing.assert_allclose(large.timestamps[::3], small.timestamps)
+
+
+def answer_from_log(events: list[Event], question: str, t: float) -> str:
+    """An independent reading of the event log: what the answer must be at time t."""
+    log = [e for e in events if e.time <= t]
+    appeared = [e for e in log if e.kind == "appear"]
+    left = {e.shape for e in log if e.kind == "leave"}
+    words = question.split()
+
+    def colour_now(shape: str) -> str:
+        return [e.colour for e in log if e.shape == shape and e.kind in ("appear", "colour")][-1]
+
+    if question.startswith("what colour is the"):
+        return colour_now(words[4])
+    if question == "how many shapes are on the screen now ?":
+        return NUMBERS[len([e for e in appeared if e.shape not in left])]
+    if question.startswith("what colour was the"):
+        return next(e.colour for e in appeared if e.shape == words[4])
+    if question == "which shape appeared first ?":
+        return appeared[0].shape
+    if question == "how many shapes have appeared so far ?":
+        return NUMBERS[len(appeared)]
+    if question.startswith("how many times did the"):
+        return NUMBERS[len([e for e in log if e.kind == "colour" and e.shape == words[5]])]
+    if question.startswith("did the"):
+        order = [e.shape for e in appeared]
+        return "yes" if order.index(words[2]) < order.index(words[6]) else "no"
+    raise AssertionError(f"unknown template: {question}")
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_answers_agree_with_the_event_log(seed):
+    stream = generate(seed, seconds=float(32 + 8 * (seed % 5)))
+    assert stream.questions
+    for q in stream.questions:
+        assert q.answer == answer_from_log(stream.events, q.question, q.time), q
+        assert q.time in stream.timestamps
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_last_frame_shows_what_perception_questions_say(seed):
+    stream = generate(seed, seconds=40, size=(96, 96))
+    for q in stream.questions:
+        if q.question.startswith("what colour is the"):
+            frame = stream.frames[list(stream.timestamps).index(q.time)]
+            colour = np.array(COLOURS[q.answer], np.uint8)
+            assert (frame == colour).all(axis=-1).sum() > 30  # the shape is on screen in that colour
+
+
+def test_every_category_and_vocabulary():
+    streams = [generate(seed, seconds=48) for seed in range(10)]
+    questions = [q for s in streams for q in s.questions]
+    assert {q.category for q in questions} == set(CATEGORIES)
+    answers = {q.answer for q in questions}
+    assert answers <= set(SHAPES) | set(COLOURS) | set(NUMBERS) | {"yes", "no"}
+    from hermes.tokenizer import build_tokenizer
+    tok = build_tokenizer()
+    for q in questions:
+        ids = tok(q.question + " " + q.answer, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids, q.question
