@@ -89,7 +89,7 @@ class StreamEngine:
     def ingest(self, frames: np.ndarray, timestamps: Sequence[float] | np.ndarray | None = None) -> list[ChunkEvent]:
         """Add frames (uint8 (T, H, W, 3) or one (H, W, 3)); process every complete chunk.
 
-        timestamps: seconds, increasing; default frames_seen / fps. The remainder of a
+        timestamps: seconds, increasing; default one frame per 1 / fps after the last. The remainder of a
         partial chunk waits for the next call or ``flush()``."""
         frames = _check_frames(frames)
         with self._lock:
@@ -109,9 +109,9 @@ class StreamEngine:
             return [self._take_chunk(len(self._pending))] if self._pending else []
 
     def _check_times(self, timestamps: Sequence[float] | np.ndarray | None, n: int) -> list[float]:
-        start = self.frames_seen + len(self._pending)
-        if timestamps is None:
-            return [(start + i) / self.config.fps for i in range(n)]
+        if timestamps is None:  # one frame every 1 / fps seconds after the last one
+            start = 0.0 if self.last_time is None else self.last_time + 1.0 / self.config.fps
+            return [start + i / self.config.fps for i in range(n)]
         times = [float(t) for t in np.asarray(timestamps, dtype=np.float64).reshape(-1)]
         if len(times) != n:
             raise HermesError(f"got {n} frames but {len(times)} timestamps")
