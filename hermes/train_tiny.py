@@ -44,7 +44,7 @@ from hermes.backbones import (
     build_random,
     tiny_config,
 )
-from hermes.synthetic import COLOURS, SHAPES, Stream, cell_labels, generate
+from hermes.synthetic import CATEGORIES, COLOURS, SHAPES, Stream, cell_labels, generate
 from hermes.tokenizer import build_tokenizer
 
 TRAIN_SEED0 = 1_000_000
@@ -67,6 +67,7 @@ class TrainConfig:
     max_seconds: float = 64.0
     save_every: int = 100
     eval_every: int = 200
+    export_only: bool = False
 
 
 class AuxHeads(torch.nn.Module):
@@ -221,7 +222,7 @@ system prompt and pseudo-query texts.
 Trained with `{command}` on a 2-core CPU: {vision_steps} vision warm-up steps (dense
 per-cell shape/colour targets) then {qa_steps} question-answering steps (one stream of
 16-64 s at 2 fps per step, every question at each chunk boundary, masked to its time),
-AdamW lr {lr}, seed {seed}; {minutes} minutes in the last run.
+AdamW lr {lr}, seed {seed}; {minutes} minutes in the last run, {qa_done} QA steps done.
 
 Accuracy with no eviction on held-out streams (seeds 200-239, 128 frames, full-sequence
 forward, first answer token): {metrics}
@@ -243,7 +244,8 @@ def save_model(bb: Backbone, out: Path, metrics: dict, cfg: TrainConfig) -> None
     (out / "README.md").write_text(MODEL_CARD.format(
         params=sum(p.numel() for p in bb.model.parameters()) / 1e6, command=command, vision_steps=cfg.vision_steps,
         qa_steps=cfg.qa_steps, lr=cfg.lr, seed=cfg.seed, minutes=metrics.get("train_minutes_this_run"),
-        metrics=", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "train_minutes_this_run")))
+        qa_done=metrics.get("qa_steps_done"),
+        metrics=", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k in (*CATEGORIES, "all"))))
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -278,6 +280,8 @@ def train(cfg: TrainConfig) -> dict:
 
     bb.model.train()
     start = time.time()
+    if cfg.export_only:  # save the checkpoint as it is (e.g. a run stopped early)
+        return finish(bb, cfg, device, start, state)
     if state["stage"] == "vision":
         bar = tqdm(range(state["step"], cfg.vision_steps), desc="vision", initial=state["step"],
                    total=cfg.vision_steps)
@@ -328,10 +332,16 @@ def train(cfg: TrainConfig) -> dict:
             metrics = evaluate(bb, range(100, 112), device)
             state["log"].append({"step": step + 1, "minutes": round((time.time() - start) / 60, 1), **metrics})
             tqdm.write(json.dumps(state["log"][-1]))
+    checkpoint()
+    return finish(bb, cfg, device, start, state)
+
+
+def finish(bb: Backbone, cfg: TrainConfig, device: torch.device, start: float, state: dict) -> dict:
+    """Evaluate on held-out streams and save the model directory."""
     metrics = evaluate(bb, range(200, 240), device, seconds=64.0)
     metrics["train_minutes_this_run"] = round((time.time() - start) / 60, 1)
+    metrics["qa_steps_done"] = state["step"] if state["stage"] == "qa" else 0
     save_model(bb, cfg.out, metrics, cfg)
-    checkpoint()
     print(json.dumps({"saved": str(cfg.out), **metrics}))
     return metrics
 
@@ -348,6 +358,7 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds)
     parser.add_argument("--save-every", type=int, default=defaults.save_every)
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    parser.add_argument("--export-only", action="store_true", help="save the model from the checkpoint and stop")
     args = parser.parse_args()
     train(TrainConfig(**{k: v for k, v in vars(args).items()}))
 
