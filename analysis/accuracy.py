@@ -72,8 +72,14 @@ class Run:
     hits: dict[str, list[bool]]
 
     def accuracy(self, category: str | None = None) -> float:
+        if isinstance(self.hits, Scores):
+            return self.hits[category or "all"]
         values = [h for c, v in self.hits.items() if category in (None, c) for h in v]
         return float(np.mean(values)) if values else float("nan")
+
+
+class Scores(dict):
+    """Accuracies read back from accuracy.csv (category or "all" -> accuracy)."""
 
 
 def run_stream(backbone: Backbone, stream, policy: str, fraction: float | None, hits: dict) -> None:
@@ -95,10 +101,30 @@ def run_stream(backbone: Backbone, stream, policy: str, fraction: float | None, 
             hits[q.category].append(first_word(engine.ask(q.question).text) == q.answer)
 
 
+def held_out_streams(n: int, size: tuple[int, int] = (64, 64)) -> list:
+    rng = np.random.default_rng(12345)
+    return [generate(seed, seconds=float(rng.choice([32, 40, 48, 56, 64])), fps=FPS, size=size) for seed in range(n)]
+
+
+def chance_levels(questions: list[Question]) -> tuple[dict, dict]:
+    chance = {c: float(np.mean([1 / n_options(q) for q in questions if q.category == c])) for c in CATEGORIES}
+    return chance, {c: sum(q.category == c for q in questions) for c in CATEGORIES}
+
+
+def replot(args: argparse.Namespace) -> None:
+    """Redraw accuracy.png from accuracy.csv (no model runs)."""
+    suffix = "_quick" if args.quick else ""
+    with (RESULTS / f"accuracy{suffix}.csv").open() as fh:
+        runs = [Run(row["policy"], None if row["policy"] == "full" else float(row["budget_fraction"]),
+                    Scores({k: float(v) for k, v in row.items() if k not in ("policy", "budget_fraction")}))
+                for row in csv.DictReader(fh)]
+    questions = [q for s in held_out_streams(args.streams, size=(2, 2)) for q in s.questions]
+    plot(runs, chance_levels(questions)[0], RESULTS / f"accuracy{suffix}.png")
+
+
 def shapestream(args: argparse.Namespace) -> None:
     backbone = load_backbone(args.model)
-    rng = np.random.default_rng(12345)
-    streams = [generate(seed, seconds=float(rng.choice([32, 40, 48, 56, 64])), fps=FPS) for seed in range(args.streams)]
+    streams = held_out_streams(args.streams)
     questions = [q for s in streams for q in s.questions]
     configs = [("full", None)] + [(p, f) for p in available() if p != "full" for f in FRACTIONS]
     if args.quick:
@@ -113,8 +139,7 @@ def shapestream(args: argparse.Namespace) -> None:
         runs.append(Run(policy, fraction, dict(hits)))
         bar.set_postfix(last=f"{policy}@{fraction}: {runs[-1].accuracy():.3f}")
     bar.close()
-    chance = {c: float(np.mean([1 / n_options(q) for q in questions if q.category == c])) for c in CATEGORIES}
-    counts = {c: sum(q.category == c for q in questions) for c in CATEGORIES}
+    chance, counts = chance_levels(questions)
     write_results(runs, chance, counts, args, len(streams), len(questions))
 
 
@@ -257,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="hermes-tiny")
     parser.add_argument("--streams", type=int, default=24)
     parser.add_argument("--quick", action="store_true", help="full, fifo and hermes at 25% only")
+    parser.add_argument("--replot", action="store_true", help="redraw accuracy.png from accuracy.csv")
     parser.add_argument("--benchmark", help="unified-schema JSON file: score it instead of ShapeStream")
     parser.add_argument("--policy", default="hermes", help="benchmark mode: policy")
     parser.add_argument("--budget", type=int, default=None, help="benchmark mode: tokens per layer")
@@ -264,7 +290,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--out", help="benchmark mode: result file")
     args = parser.parse_args(argv)
-    benchmark(args) if args.benchmark else shapestream(args)
+    if args.benchmark:
+        benchmark(args)
+    elif args.replot:
+        replot(args)
+    else:
+        shapestream(args)
 
 
 if __name__ == "__main__":
