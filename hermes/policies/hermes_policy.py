@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hermes.config import HermesConfig
 from hermes.policies.base import LayerContext, Policy, register
 
 TIERS = ("shallow", "middle", "deep")
@@ -55,19 +56,19 @@ def recency(n: int, k: float) -> np.ndarray:
 class Hermes(Policy):
     """Hierarchical KV cache management; fields mirror HermesConfig (the engine fills them)."""
 
-    shallow_ratio: float = 0.1
-    deep_ratio: float = 0.7
-    schedule: str = "code"
-    k_shallow: float = 20.0
-    k_deep_end: float = 0.5
-    alpha_drop: float = 0.9
-    w0: float = 0.75
-    gamma: float = 0.6
-    lams: tuple[float, float, float] = (0.1, 0.3, 0.4)
-    smoothing: bool = True
-    summary: bool = True
-    query_mode: str = "tiered"
-    tier_mode: str = "hierarchical"
+    shallow_ratio: float = HermesConfig.shallow_ratio  # defaults live in one place: HermesConfig
+    deep_ratio: float = HermesConfig.deep_ratio
+    schedule: str = HermesConfig.schedule
+    k_shallow: float = HermesConfig.k_shallow
+    k_deep_end: float = HermesConfig.k_deep_end
+    alpha_drop: float = HermesConfig.alpha_drop
+    w0: float = HermesConfig.w0
+    gamma: float = HermesConfig.gamma
+    lams: tuple[float, float, float] = HermesConfig.lams
+    smoothing: bool = HermesConfig.smoothing
+    summary: bool = HermesConfig.summary
+    query_mode: str = HermesConfig.query_mode
+    tier_mode: str = HermesConfig.tier_mode
     needs = frozenset({"pseudo_queries"})
 
     def tier(self, layer: int, n_layers: int) -> str:
