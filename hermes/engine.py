@@ -146,7 +146,8 @@ class StreamEngine:
         present = self._frames_present()
         attention = {name: self._pool(per_layer, present) for name, per_layer in queries.items()}
         t4 = time.perf_counter()
-        evicted, score_s = self._evict(self._layer_budgets(), queries, window)
+        budgets = self._layer_budgets()
+        evicted, score_s = self._evict(budgets, queries, window)
         self._reindex()
         t5 = time.perf_counter()
         kept = self._keep_map(present)
@@ -161,7 +162,7 @@ class StreamEngine:
         return ChunkEvent(
             chunk=self.chunks - 1, first_frame=first, n_frames=n_frames, t_start=times[0], t_end=times[-1],
             policy=self.policy.name, tiers=[self.policy.tier(i, n_layers) for i in range(n_layers)],
-            layer_budgets=np.array(self._layer_budgets() or [0] * n_layers),
+            layer_budgets=np.array(budgets or [0] * n_layers),
             cache_lengths=np.array(self.cache_lengths()), evicted=evicted, frame_ids=present, kept=kept,
             summary=np.array([int((layer.kinds == SUMMARY).sum()) for layer in self.cache.layers]),
             attention=attention, kv_bytes=self.cache.nbytes(), max_position=self.cache.max_position(),
