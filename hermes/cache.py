@@ -29,7 +29,6 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 # Token kinds.
 PREFIX, VIDEO, NEWLINE, SUMMARY, TEXT = 0, 1, 2, 3, 4
-KIND_NAMES = {PREFIX: "prefix", VIDEO: "video", NEWLINE: "newline", SUMMARY: "summary", TEXT: "text"}
 EVICTABLE_KINDS = (VIDEO, NEWLINE, SUMMARY)
 
 HEADROOM = 256  # spare slots kept after each layer's tokens (question + answer fit without a copy)
@@ -250,7 +249,3 @@ class HermesCache(Cache):
         """Cut each layer back to the given length (drops the newest tokens)."""
         for layer, n in zip(self.layers, lengths, strict=True):
             layer.truncate(n)
-
-    def clear(self) -> None:
-        for i in range(len(self.layers)):
-            self.layers[i] = HermesLayer()

@@ -8,7 +8,7 @@ Invalid values raise ``HermesError`` naming the field and the allowed range.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hermes.errors import HermesError
@@ -121,9 +121,6 @@ class HermesConfig:
             raise HermesError(f"unknown config option(s) {unknown}; known options: {sorted(known)}")
         return cls(**kwargs)
 
-    def with_(self, **changes: Any) -> HermesConfig:
-        """A validated copy with some fields changed."""
-        return replace(self, **changes)
 
 
 def _check_range(name: str, value: Any, low: float, high: float) -> None:
