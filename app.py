@@ -1,40 +1,35 @@
-"""Entry point of the demo: `python app.py` (what `make demo` runs).
+"""HERMES Studio: `python app.py` (what `make demo` runs; also the Hugging Face Space entry).
 
-Until the Gradio UI lands, it streams a bundled ShapeStream example through the engine on
-the command line (hermes-tiny, policy hermes) and asks a few of the example's questions
-along the way, printing the ground truth first; extra arguments are passed to
-`python -m hermes run` (e.g. `python app.py --policy fifo`). Without the trained model
-it falls back to random-tiny.
+Serves the Gradio app on http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT
+override; a Space sets them). The model defaults to the bundled hermes-tiny; on a Space,
+HERMES_MODEL=llava-hf/llava-onevision-qwen2-0.5b-ov-hf adds (and selects) the real model.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
+import os
 
-from hermes.backbones import BUNDLED_MODELS
-from hermes.cli import main
-
-EXAMPLE = Path(__file__).resolve().parent / "assets" / "examples" / "shapestream-901.mp4"
-CATEGORIES_SHOWN = ("perception", "backward", "counting", "order")
+from app.session import list_examples
+from app.ui import CSS, SETTINGS, build
 
 
-def demo_args() -> list[str]:
-    meta = json.loads(EXAMPLE.with_suffix(".json").read_text())
-    picked = {}
-    for q in meta["questions"]:  # the latest question of each category
-        if q["category"] in CATEGORIES_SHOWN:
-            picked[q["category"]] = q
-    print("ground truth (from the event log):")
-    args = []
-    for q in sorted(picked.values(), key=lambda q: q["time"]):
-        print(f"  [{q['time']:.1f} s] {q['question']} -> {q['answer']}")
-        args += ["--ask", q["question"], "--ask-at", str(q["time"] + 0.01)]
-    model = "hermes-tiny" if (BUNDLED_MODELS["hermes-tiny"] / "config.json").exists() else "random-tiny"
-    return ["run", str(EXAMPLE), "--model", model, "--policy", "hermes", "--budget", "256", "--fps", "2",
-            "--max-new-tokens", "3", *args]
+def launch_kwargs() -> dict:
+    return {
+        "server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        "css": CSS,
+        "ssr_mode": False,
+        "max_file_size": f"{SETTINGS.max_upload_mb}mb",
+        "allowed_paths": sorted({str(p.parent) for p in list_examples().values()}),
+        "show_error": False,
+    }
+
+
+def main() -> None:
+    demo = build()
+    demo.queue(default_concurrency_limit=SETTINGS.max_sessions, max_size=4 * SETTINGS.max_sessions)
+    demo.launch(**launch_kwargs())
 
 
 if __name__ == "__main__":
-    sys.exit(main(demo_args() + sys.argv[1:]))
+    main()

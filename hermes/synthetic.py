@@ -19,6 +19,7 @@ backward tracing (evidence in the past), counting (how many so far), temporal or
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -180,42 +181,133 @@ def cell_labels(stream: Stream, grid: int) -> tuple[np.ndarray, np.ndarray]:
     return shapes, colours
 
 
+EVENT_CLASSES = ("none", "steady", "appeared", "appeared first", "colour changed")
+
+
+def event_labels(stream: Stream, grid: int) -> dict[str, np.ndarray]:
+    """Dense per-frame *event* targets, each (T, grid*grid), -100 where a label does not apply.
+
+    They name what happened in a frame at the cells of the object it happened to, so the
+    evidence a question needs sits in the frame where the event was seen:
+    - event: EVENT_CLASSES index (nothing, steady, appeared now, appeared now as the
+      stream's first shape, colour changed since the previous frame);
+    - ordinal: at an appearance, how many shapes had appeared before it (0-3);
+    - change: at a colour change, how many changes of that shape came before it (0-1)."""
+    shapes, _ = cell_labels(stream, grid)
+    ts = stream.timestamps
+    order = sorted(stream.objects, key=lambda o: o.appear)
+    by_shape = {o.shape: o for o in stream.objects}
+    event = np.where(shapes > 0, 1, 0)
+    ordinal = np.full_like(shapes, -100)
+    change = np.full_like(shapes, -100)
+    for i in range(len(ts)):
+        for k in np.unique(shapes[i][shapes[i] > 0]):
+            o = by_shape[SHAPES[k - 1]]
+            cells = shapes[i] == k
+            before = i > 0 and o.visible(float(ts[i - 1]))
+            if not before:
+                event[i][cells] = 3 if o is order[0] else 2
+                ordinal[i][cells] = order.index(o)
+            elif o.colour_at(float(ts[i])) != o.colour_at(float(ts[i - 1])):
+                event[i][cells] = 4
+                change[i][cells] = len([c for c in o.colours[1:] if c[0] <= ts[i]]) - 1
+    return {"event": event, "ordinal": ordinal, "change": change}
+
+
 # ---- questions ---------------------------------------------------------------------------
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five")
 
 
+def _seen(objects: list[ShapeObject], t: float) -> list[ShapeObject]:
+    return sorted((o for o in objects if o.appear <= t), key=lambda o: o.appear)
+
+
+def _by_shape(objects: list[ShapeObject], shape: str) -> ShapeObject | None:
+    return next((o for o in objects if o.shape == shape), None)
+
+
+def _colour_now(objects, t, shape):
+    o = _by_shape(_seen(objects, t), shape)
+    return o.colour_at(t) if o and o.visible(t) else None
+
+
+def _colour_first(objects, t, shape):
+    o = _by_shape(_seen(objects, t), shape)
+    return o.colours[0][1] if o else None
+
+
+def _changes(objects, t, shape):
+    o = _by_shape(_seen(objects, t), shape)
+    return NUMBERS[len([c for c in o.colours[1:] if c[0] <= t])] if o else None
+
+
+def _before(objects, t, a, b):
+    seen = [o.shape for o in _seen(objects, t)]
+    return ("yes" if seen.index(a) < seen.index(b) else "no") if a in seen and b in seen and a != b else None
+
+
+# question template (regex over the normalised text) -> (category, answer from the world at time t;
+# None when the question has no answer then, e.g. about a shape not seen yet)
+TEMPLATES: list[tuple[str, str, object]] = [
+    (r"what colour is the (\w+) now", "perception", _colour_now),
+    (r"how many shapes are on the screen now", "perception",
+     lambda objects, t: NUMBERS[len([o for o in objects if o.visible(t)])]),
+    (r"what colour was the (\w+) when it appeared", "backward", _colour_first),
+    (r"which shape appeared first", "backward",
+     lambda objects, t: _seen(objects, t)[0].shape if _seen(objects, t) else None),
+    (r"how many shapes have appeared so far", "counting", lambda objects, t: NUMBERS[len(_seen(objects, t))]),
+    (r"how many times did the (\w+) change colour", "counting", _changes),
+    (r"did the (\w+) appear before the (\w+)", "order", _before),
+]
+
+
+def answer(objects: list[ShapeObject], question: str, t: float) -> tuple[str, str] | None:
+    """(answer, category) of a question in one of ShapeStream's templates about the frames up
+    to time t, or None when the text matches no template or has no answer at t."""
+    text = " ".join(re.findall(r"[a-z]+", question.lower()))
+    for pattern, category, fn in TEMPLATES:
+        m = re.fullmatch(pattern, text)
+        if m and all(g in SHAPES for g in m.groups()):
+            result = fn(objects, t, *m.groups())
+            return (result, category) if result is not None else None
+    return None
+
+
 def questions_at(objects: list[ShapeObject], t: float, rng: np.random.Generator) -> list[Question]:
     """Every question template that has a well-defined answer from the frames up to time t;
     one instance per template (random choice of the object it is about)."""
-    seen = sorted((o for o in objects if o.appear <= t), key=lambda o: o.appear)
+    seen = _seen(objects, t)
     now = [o for o in seen if o.visible(t)]
-    out: list[Question] = []
+    changed = [o for o in seen if len([c for c in o.colours if c[0] <= t]) > 1]
 
     def pick(items):
         return items[int(rng.integers(len(items)))]
 
+    texts = []
     if now:
-        o = pick(now)
-        out.append(Question(f"what colour is the {o.shape} now ?", o.colour_at(t), t, "perception"))
-    out.append(Question("how many shapes are on the screen now ?", NUMBERS[len(now)], t, "perception"))
-    changed = [o for o in seen if len([c for c in o.colours if c[0] <= t]) > 1]
+        texts.append(f"what colour is the {pick(now).shape} now ?")
+    texts.append("how many shapes are on the screen now ?")
     if changed:
-        o = pick(changed)
-        out.append(Question(f"what colour was the {o.shape} when it appeared ?", o.colours[0][1], t, "backward"))
+        texts.append(f"what colour was the {pick(changed).shape} when it appeared ?")
     if seen:
-        out.append(Question("which shape appeared first ?", seen[0].shape, t, "backward"))
-    out.append(Question("how many shapes have appeared so far ?", NUMBERS[len(seen)], t, "counting"))
+        texts.append("which shape appeared first ?")
+    texts.append("how many shapes have appeared so far ?")
     if seen:
-        o = pick(seen)
-        n_changes = len([c for c in o.colours[1:] if c[0] <= t])
-        out.append(Question(f"how many times did the {o.shape} change colour ?", NUMBERS[n_changes], t, "counting"))
+        texts.append(f"how many times did the {pick(seen).shape} change colour ?")
     if len(seen) >= 2:
         i, j = rng.permutation(len(seen))[:2]
-        a, b = seen[i], seen[j]
-        out.append(Question(f"did the {a.shape} appear before the {b.shape} ?", "yes" if i < j else "no", t,
-                            "order"))
+        texts.append(f"did the {seen[i].shape} appear before the {seen[j].shape} ?")
+    out = []
+    for text in texts:
+        reply, category = answer(objects, text, t)
+        out.append(Question(text, reply, t, category))
     return out
+
+
+def world(seed: int, seconds: float) -> tuple[list[ShapeObject], list[tuple[float, int]]]:
+    """The objects and scenes of a stream without rendering it (same as generate's)."""
+    return _world(np.random.default_rng(seed), seconds)
 
 
 def generate(seed: int, seconds: float = 48.0, fps: float = 2.0, size: tuple[int, int] = (64, 64),

@@ -44,7 +44,7 @@ from hermes.backbones import (
     build_random,
     tiny_config,
 )
-from hermes.synthetic import CATEGORIES, COLOURS, SHAPES, Stream, cell_labels, generate
+from hermes.synthetic import CATEGORIES, COLOURS, EVENT_CLASSES, SHAPES, Stream, cell_labels, event_labels, generate
 from hermes.tokenizer import build_tokenizer
 
 TRAIN_SEED0 = 1_000_000
@@ -57,12 +57,14 @@ class TrainConfig:
     out: Path = BUNDLED_MODELS["hermes-tiny"]
     work: Path = Path("runs/hermes-tiny")
     seed: int = 0
-    vision_steps: int = 600
+    vision_steps: int = 2000
     vision_batch: int = 48
-    qa_steps: int = 2400
+    qa_steps: int = 3500
     lr: float = 2e-3
     vision_lr: float = 3e-3
     aux_weight: float = 1.0
+    event_weight: float = 1.0
+    event_layer: int = 4
     min_seconds: float = 16.0
     max_seconds: float = 64.0
     save_every: int = 100
@@ -97,6 +99,36 @@ class AuxHeads(torch.nn.Module):
         return loss, acc
 
 
+class EventHeads(torch.nn.Module):
+    """Linear probes on the decoder's hidden state of each frame token after `layer` layers,
+    trained on ShapeStream's per-cell event labels (synthetic.event_labels; training only).
+
+    They teach the decoder to write what happened in a frame (an appearance and its rank,
+    a colour change and its rank) into that frame's own tokens, so a question later finds
+    the evidence by attending to the moment it happened, and loses it when that moment is
+    evicted."""
+
+    WEIGHTS = (0.5, 0.5, 4.0, 4.0, 4.0)  # events are rare next to "nothing" and "steady"
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.event = torch.nn.Linear(hidden, len(EVENT_CLASSES))
+        self.ordinal = torch.nn.Linear(hidden, len(SHAPES))
+        self.change = torch.nn.Linear(hidden, 2)
+        self.register_buffer("weights", torch.tensor(self.WEIGHTS))
+
+    def loss(self, hidden: torch.Tensor, labels: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
+        """hidden (N, D) frame tokens, labels (N,) each -> (loss, accuracy on event cells)."""
+        ev = self.event(hidden)
+        loss = F.cross_entropy(ev, labels["event"], weight=self.weights)
+        for name in ("ordinal", "change"):
+            if (labels[name] != -100).any():
+                loss = loss + F.cross_entropy(getattr(self, name)(hidden), labels[name], ignore_index=-100)
+        rare = labels["event"] >= 2
+        acc = (ev[rare].argmax(-1) == labels["event"][rare]).float().mean().item() if rare.any() else float("nan")
+        return loss, acc
+
+
 def new_backbone(seed: int) -> Backbone:
     bb = build_random(tiny_config(len(build_tokenizer())), seed=seed, name="hermes-tiny")
     return bb
@@ -114,6 +146,7 @@ class Sample:
     mask: torch.Tensor  # (1, 1, N, N) bool, True = may attend
     targets: torch.Tensor  # (N,) next-token targets, -100 where no loss
     frame_feats: torch.Tensor  # (T, tokens_per_frame, D)
+    frame_index: torch.Tensor  # (T * tokens_per_frame,) sequence index of every frame token
     n_questions: int
 
 
@@ -123,6 +156,7 @@ def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
     pixels = bb.preprocess(stream.frames).to(device)
     parts = [bb.embed_ids(prefix_ids)]
     feats_all = []
+    frame_index = []
     chunk_end = []  # sequence length after each chunk
     length = len(prefix_ids)
     for start in range(0, len(stream.frames), CHUNK):
@@ -130,6 +164,7 @@ def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
         out = bb.encode_pixels(p)  # (1, T * tpf + 1, D): the engine's chunk layout
         parts.append(out)
         feats_all.append(out[0, :-1].view(p.shape[0], bb.tokens_per_frame, -1))
+        frame_index.append(torch.arange(length, length + out.shape[1] - 1))
         length += out.shape[1]
         chunk_end.append((float(stream.timestamps[min(start + CHUNK, len(stream.frames)) - 1]), length))
     n_stream = length
@@ -155,13 +190,16 @@ def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
         mask[start:end, :visible] = True
         mask[start:end, start:end] = torch.ones(end - start, end - start, dtype=torch.bool).tril()
     return Sample(torch.cat(parts, dim=1), torch.tensor([positions], device=device), mask[None, None].to(device),
-                  torch.tensor(targets, device=device), torch.cat(feats_all), len(blocks))
+                  torch.tensor(targets, device=device), torch.cat(feats_all), torch.cat(frame_index).to(device),
+                  len(blocks))
 
 
-def qa_forward(bb: Backbone, sample: Sample) -> tuple[torch.Tensor, float]:
-    """(answer loss, answer accuracy) for one sample."""
+def qa_forward(bb: Backbone, sample: Sample, layer: int) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """(answer loss, answer accuracy, (T * tokens_per_frame, D) frame-token hidden states
+    after `layer` decoder layers) for one sample."""
     out = bb.language_model(inputs_embeds=sample.embeds, position_ids=sample.positions,
-                            attention_mask={"full_attention": sample.mask}, use_cache=False)
+                            attention_mask={"full_attention": sample.mask}, use_cache=False,
+                            output_hidden_states=True)
     logits = bb.model.lm_head(out.last_hidden_state[0])  # (N, V)
     # targets[i] is the token that should follow position i
     loss = F.cross_entropy(logits.float(), sample.targets, ignore_index=-100)
@@ -169,7 +207,7 @@ def qa_forward(bb: Backbone, sample: Sample) -> tuple[torch.Tensor, float]:
     word = hit.clone()
     word[hit.nonzero().flatten()[1::2]] = False  # even hits: the answer words
     acc = (logits[word].argmax(-1) == sample.targets[word]).float().mean().item()
-    return loss, acc
+    return loss, acc, out.hidden_states[layer][0, sample.frame_index]
 
 
 def dense_labels(stream: Stream, grid: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,16 +293,19 @@ def train(cfg: TrainConfig) -> dict:
     bb = new_backbone(cfg.seed).to(str(device))
     bb.model.set_attn_implementation({"text_config": "sdpa", "vision_config": "sdpa"})
     heads = AuxHeads(bb).to(device)
+    events = EventHeads(bb.language_model.config.hidden_size).to(device)
     embed = bb.language_model.embed_tokens.weight
     vision_params = [*bb.model.model.vision_tower.parameters(), *bb.model.model.multi_modal_projector.parameters()]
     opt_v = torch.optim.AdamW([*vision_params, *heads.parameters()], lr=cfg.vision_lr, weight_decay=0.01)
-    opt = torch.optim.AdamW([*bb.model.parameters(), *heads.parameters()], lr=cfg.lr, weight_decay=0.01)
+    opt = torch.optim.AdamW([*bb.model.parameters(), *heads.parameters(), *events.parameters()], lr=cfg.lr,
+                            weight_decay=0.01)
     state = {"stage": "vision", "step": 0, "log": []}
     ckpt = cfg.work / "checkpoint.pt"
     if ckpt.exists():
         saved = torch.load(ckpt, map_location=device, weights_only=False)
         bb.model.load_state_dict(saved["model"])
         heads.load_state_dict(saved["heads"])
+        events.load_state_dict(saved["events"])
         opt_v.load_state_dict(saved["opt_v"])
         opt.load_state_dict(saved["opt"])
         state = saved["state"]
@@ -274,7 +315,8 @@ def train(cfg: TrainConfig) -> dict:
 
     def checkpoint() -> None:
         cfg.work.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": bb.model.state_dict(), "heads": heads.state_dict(), "opt_v": opt_v.state_dict(),
+        torch.save({"model": bb.model.state_dict(), "heads": heads.state_dict(),
+                    "events": events.state_dict(), "opt_v": opt_v.state_dict(),
                     "opt": opt.state_dict(), "state": state, "rng": rng.getstate(),
                     "torch_rng": torch.get_rng_state()}, ckpt)
 
@@ -315,16 +357,19 @@ def train(cfg: TrainConfig) -> dict:
         seconds = stream_seconds(step, cfg, rng)
         stream = generate(TRAIN_SEED0 + step, seconds=seconds, fps=FPS)
         sample = build_sample(bb, stream, device)
-        loss, acc = qa_forward(bb, sample)
+        loss, acc, hidden = qa_forward(bb, sample, cfg.event_layer)
         shapes, colours = dense_labels(stream, 4, device)
         aux, cell_acc = heads.loss(sample.frame_feats.reshape(-1, sample.frame_feats.shape[-1]), shapes, colours,
                                    embed)
+        labels = {k: torch.from_numpy(v).to(device).view(-1) for k, v in event_labels(stream, 4).items()}
+        ev_loss, ev_acc = events.loss(hidden, labels)
         opt.zero_grad()
-        (loss + cfg.aux_weight * aux).backward()
+        (loss + cfg.aux_weight * aux + cfg.event_weight * ev_loss).backward()
         torch.nn.utils.clip_grad_norm_(bb.model.parameters(), 1.0)
         opt.step()
         ema_acc = acc if ema_acc is None else 0.95 * ema_acc + 0.05 * acc
-        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{ema_acc:.3f}", cell=f"{cell_acc:.2f}", s=int(seconds))
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{ema_acc:.3f}", cell=f"{cell_acc:.2f}", ev=f"{ev_acc:.2f}",
+                        s=int(seconds))
         state["step"] = step + 1
         if (step + 1) % cfg.save_every == 0:
             checkpoint()

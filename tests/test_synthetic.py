@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hermes.synthetic import CATEGORIES, COLOURS, NUMBERS, SHAPES, Event, generate
+from hermes.synthetic import CATEGORIES, COLOURS, NUMBERS, SHAPES, Event, answer, event_labels, generate, world
 
 
 def test_same_seed_same_stream():
@@ -81,3 +81,31 @@ def test_every_category_and_vocabulary():
     for q in questions:
         ids = tok(q.question + " " + q.answer, add_special_tokens=False)["input_ids"]
         assert tok.unk_token_id not in ids, q.question
+
+
+@pytest.mark.parametrize("seed", [3, 11, 904])
+def test_answer_reproduces_every_generated_question_from_the_world_alone(seed):
+    stream = generate(seed, seconds=64.0)
+    objects, _ = world(seed, 64.0)
+    for q in stream.questions:
+        assert answer(objects, q.question, q.time) == (q.answer, q.category)
+        assert answer(objects, q.question.upper().replace(" ?", "?"), q.time) == (q.answer, q.category)
+
+
+@pytest.mark.parametrize("question", ["what is the meaning of life ?", "what colour is the nonagon now ?", ""])
+def test_answer_is_none_for_questions_outside_the_templates(question):
+    objects, _ = world(3, 64.0)
+    assert answer(objects, question, 30.0) is None
+
+
+def test_event_labels_mark_each_appearance_and_colour_change_once_per_object():
+    stream = generate(5, seconds=48.0)
+    labels = event_labels(stream, 4)
+    frames_with = {k: set(np.nonzero((labels["event"] == k).any(1))[0]) for k in (2, 3, 4)}
+    appear_frames = frames_with[2] | frames_with[3]
+    visible = [o for o in stream.objects if o.appear < stream.timestamps[-1]]
+    assert len(appear_frames) == len({int(np.ceil(o.appear * stream.fps - 1e-9)) for o in visible})
+    assert len(frames_with[3]) == 1  # exactly one first shape
+    assert set(np.unique(labels["ordinal"])) <= {-100, 0, 1, 2, 3}
+    assert ((labels["ordinal"] != -100) == (labels["event"] >= 2) & (labels["event"] <= 3)).all()
+    assert ((labels["change"] != -100) == (labels["event"] == 4)).all()

@@ -1,0 +1,378 @@
+"""One browser session's state: its engine(s), the video it plays, telemetry and chat.
+
+No gradio and no tensors here: the UI calls these methods and draws what they return.
+
+    store = SessionStore(Settings())
+    s = store.get("session-hash")            # created lazily; SessionsFull when at the cap
+    s.load_example("shapestream-901")        # or s.load_file(path) / s.add_webcam_frame(...)
+    s.advance(playhead=12.5)                 # ingest every frame up to the player's time
+    for text in s.ask("which shape appeared first ?"): ...
+    s.trace()                                # events + Q&A, JSON-ready
+
+Pacing: the browser reports the player's current time; `advance` decodes and ingests
+frames up to it (at most `max_chunks_per_tick` chunks per call), so plots describe what
+has been seen up to the playhead; `behind_s` says how far ingest lags when it cannot keep
+up. An answer covers the complete chunks in memory (frames of a partial chunk wait for it
+to fill, as in training); the ground truth is taken at the last frame in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import hermes
+from app.settings import Settings
+from hermes import synthetic
+from hermes.backbones import Backbone, load_backbone
+from hermes.errors import HermesError, VideoError
+from hermes.examples import EXAMPLES
+from hermes.telemetry import ChunkEvent, QuestionEvent
+from hermes.video import iter_frames, probe
+
+ENGINE_FIELDS = ("budget", "chunk_frames", "fps", "shallow_ratio", "deep_ratio", "smoothing", "summary", "reindex")
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What the user can change; a change restarts the stream."""
+
+    model: str = "hermes-tiny"
+    policy: str = "hermes"
+    compare: str = ""  # a second policy to run side by side ("" = off)
+    budget: int = 256
+    chunk_frames: int = 16
+    fps: float = 2.0
+    shallow_ratio: float = 0.1
+    deep_ratio: float = 0.7
+    smoothing: bool = True
+    summary: bool = True
+    reindex: str = "lazy"
+
+    def engine_kwargs(self) -> dict:
+        return {**{name: getattr(self, name) for name in ENGINE_FIELDS}, "telemetry_queries": True}
+
+
+@dataclass
+class Source:
+    """What is playing: a file (example or upload) or the webcam."""
+
+    name: str
+    path: Path | None = None  # None for the webcam
+    duration_s: float = 0.0
+    world: list | None = None  # ShapeStream objects: ground truth for questions
+    suggestions: list[dict] = field(default_factory=list)  # {question, answer, time, category}
+
+
+def list_examples() -> dict[str, Path]:
+    """name -> video path of the bundled example streams (ShapeStream first)."""
+    videos = sorted(EXAMPLES.glob("*.mp4"), key=lambda p: (not p.stem.startswith("shapestream"), p.stem))
+    return {p.stem: p for p in videos}
+
+
+_BACKBONES: dict[str, Backbone] = {}
+_BACKBONES_LOCK = threading.Lock()
+
+
+def shared_backbone(model: str, allowed: list[str]) -> Backbone:
+    """Weights are loaded once per process and shared by every session's engines."""
+    if model not in allowed:
+        raise HermesError(f"model {model!r} is not offered here; choose one of {', '.join(allowed)}")
+    with _BACKBONES_LOCK:
+        if model not in _BACKBONES:
+            _BACKBONES[model] = load_backbone(model)
+        return _BACKBONES[model]
+
+
+@dataclass
+class Lane:
+    """One engine and the telemetry it produced (two lanes in compare mode)."""
+
+    engine: hermes.StreamEngine
+    events: list[ChunkEvent] = field(default_factory=list)
+    full_kv: list[int] = field(default_factory=list)  # bytes a cache without eviction would hold, per chunk
+
+    @property
+    def policy(self) -> str:
+        return self.engine.policy.name
+
+
+class Session:
+    def __init__(self, settings: Settings, controls: Controls | None = None) -> None:
+        self.settings = settings
+        self.lock = threading.RLock()
+        self.touched = time.monotonic()
+        self.source: Source | None = None
+        self.controls = controls or Controls(model=settings.models[0])
+        self.chat: list[dict] = []  # {"question", "answers": {policy: text}, "truth", "time", "ttft_ms"}
+        self.notice = ""
+        self._build()
+
+    # ---- set-up -------------------------------------------------------------------------
+    def _build(self) -> None:
+        backbone = shared_backbone(self.controls.model, self.settings.models)
+        kw = self.controls.engine_kwargs()
+        policies = [self.controls.policy] + ([self.controls.compare] if self.controls.compare else [])
+        self.lanes = [Lane(hermes.load_engine(backbone, policy=p, **kw)) for p in policies]
+        self.times: list[float] = []  # time of every ingested frame, by stream index
+        self._frames: Iterator[tuple[np.ndarray, float]] | None = None
+        self._next: tuple[np.ndarray, float] | None = None  # decoded, not yet due
+        self.playhead = 0.0
+        self.ended = False
+        self._webcam_t0: float | None = None
+
+    def configure(self, controls: Controls) -> None:
+        """New settings: rebuild the engines and restart the current source from its start."""
+        with self.lock:
+            old = self.controls
+            self.controls = controls
+            try:
+                self._build()
+            except HermesError:
+                self.controls = old
+                self._build()
+                raise
+            if self.source is not None and self.source.path is not None:
+                self._frames = iter_frames(self.source.path, controls.fps)
+            self.chat = []
+
+    def _start(self, source: Source) -> None:
+        for lane in self.lanes:
+            lane.engine.reset()
+            lane.events.clear()
+            lane.full_kv.clear()
+        self.source = source
+        self.times = []
+        self.chat = []
+        self.playhead = 0.0
+        self.ended = False
+        self._next = None
+        self._webcam_t0 = None
+        self._frames = iter_frames(source.path, self.controls.fps) if source.path else None
+
+    def load_example(self, name: str) -> Source:
+        examples = list_examples()
+        if name not in examples:
+            raise HermesError(f"unknown example {name!r}; choose one of {', '.join(examples)}")
+        path = examples[name]
+        meta_path = path.with_suffix(".json")
+        world, suggestions = None, []
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            world, _ = synthetic.world(meta["seed"], meta["seconds"])
+            suggestions = meta["questions"]
+        with self.lock:
+            self._start(Source(name, path, probe(path).duration_s, world, suggestions))
+            return self.source
+
+    def load_file(self, path: str | Path, name: str | None = None) -> Source:
+        """An uploaded file. Checked (size, duration, first frame decodes) before anything
+        already ingested is dropped: a bad file raises VideoError and changes nothing."""
+        p = Path(path)
+        if not p.is_file():
+            raise VideoError("the upload did not arrive: no file was received")
+        size_mb = p.stat().st_size / 2**20
+        if size_mb > self.settings.max_upload_mb:
+            raise VideoError(f"the file is too large ({size_mb:.0f} MB; at most {self.settings.max_upload_mb} MB)")
+        info = probe(p)
+        if info.duration_s > self.settings.max_video_s:
+            raise VideoError(f"the video is too long ({info.duration_s / 60:.0f} min; at most "
+                             f"{self.settings.max_video_s // 60} min)")
+        first = next(iter_frames(p, self.controls.fps), None)
+        if first is None:
+            raise VideoError("the video has no frames that could be decoded")
+        with self.lock:
+            self._start(Source(name or p.name, p, info.duration_s))
+            return self.source
+
+    def start_webcam(self) -> Source:
+        with self.lock:
+            self._start(Source("webcam"))
+            return self.source
+
+    # ---- ingest ---------------------------------------------------------------------------
+    def _ingest(self, frames: list[np.ndarray], times: list[float]) -> None:
+        batch = np.stack(frames)
+        for lane in self.lanes:
+            for event in lane.engine.ingest(batch, times):
+                self._record(lane, event)
+        self.times += times
+
+    def _record(self, lane: Lane, event: ChunkEvent) -> None:
+        lane.events.append(event)
+        per_token = event.kv_bytes / max(1, int(event.cache_lengths.sum()) + lane.engine.prefix_tokens
+                                         * len(event.cache_lengths))
+        tokens_full = (event.first_frame + event.n_frames) * lane.engine.backbone.tokens_per_frame + event.chunk + 1
+        lane.full_kv.append(int(per_token * len(event.cache_lengths) * (tokens_full + lane.engine.prefix_tokens)))
+
+    def advance(self, playhead: float) -> dict:
+        """Ingest every frame with time <= playhead (bounded work per call); returns status."""
+        with self.lock:
+            self.touched = time.monotonic()
+            self.playhead = max(self.playhead, float(playhead or 0.0))
+            if self._frames is None:
+                return self.status()
+            chunk = self.controls.chunk_frames
+            budget = chunk * self.settings.max_chunks_per_tick
+            frames, times = [], []
+            while len(frames) < budget:
+                if self._next is None:
+                    try:
+                        self._next = next(self._frames)
+                    except StopIteration:
+                        self._frames = None
+                        self.ended = True
+                        break
+                    except VideoError as err:  # a file that breaks mid-stream: keep what was ingested
+                        self._frames = None
+                        self.ended = True
+                        self.notice = f"decoding stopped: {err}"
+                        break
+                frame, t = self._next
+                if t > self.playhead + 1e-6:
+                    break
+                frames.append(frame)
+                times.append(t)
+                self._next = None
+            if frames:
+                self._ingest(frames, times)
+            if self.ended:
+                for lane in self.lanes:
+                    for event in lane.engine.flush():
+                        self._record(lane, event)
+            return self.status()
+
+    def add_webcam_frame(self, frame: np.ndarray) -> dict:
+        """One webcam frame (RGB uint8), timed by the wall clock, downscaled, sampled at fps."""
+        with self.lock:
+            now = self.touched = time.monotonic()
+            if self.source is None or self.source.path is not None:
+                self._start(Source("webcam"))
+            if self._webcam_t0 is None:
+                self._webcam_t0 = now
+            t = round(now - self._webcam_t0, 3)
+            if self.times and t < self.times[-1] + 1.0 / self.controls.fps - 1e-3:
+                return self.status()  # sample at the configured fps
+            self.playhead = t
+            self._ingest([_downscale(frame, self.settings.webcam_size)], [t])
+            return self.status()
+
+    # ---- questions ------------------------------------------------------------------------
+    def memory_time(self) -> float | None:
+        """Time of the newest frame in the (first) engine's cache."""
+        events = self.lanes[0].events
+        return events[-1].t_end if events else None
+
+    def ground_truth(self, question: str) -> str | None:
+        """The answer from a ShapeStream example's event log at the newest frame in memory."""
+        t = self.memory_time()
+        if self.source is None or self.source.world is None or t is None:
+            return None
+        found = synthetic.answer(self.source.world, question, t)
+        return found[0] if found else None
+
+    def ask(self, question: str) -> Iterator[dict]:
+        """Stream the answer(s): yields the growing chat entry after every decoded piece."""
+        question = (question or "").strip()
+        if not question:
+            raise HermesError("the question is empty: type something to ask about the video")
+        if len(question) > self.settings.max_question_chars:
+            raise HermesError(f"the question is too long ({len(question)} characters; at most "
+                              f"{self.settings.max_question_chars})")
+        with self.lock:
+            self.touched = time.monotonic()
+            if self.memory_time() is None:
+                raise HermesError("nothing is in memory yet: start a video or the webcam and wait for the "
+                                  f"first chunk ({self.controls.chunk_frames} frames), then ask")
+            entry = {"question": question, "time": self.memory_time(),
+                     "truth": self.ground_truth(question), "answers": {}, "ttft_ms": {}}
+            self.chat.append(entry)
+            for lane in self.lanes:
+                entry["answers"][lane.policy] = ""
+                for piece in lane.engine.ask_stream(question, max_new_tokens=self.settings.max_new_tokens):
+                    entry["answers"][lane.policy] += piece
+                    yield entry
+                entry["answers"][lane.policy] = lane.engine.last_answer.text
+                entry["ttft_ms"][lane.policy] = round(lane.engine.last_answer.ttft_s * 1e3, 1)
+            yield entry
+
+    # ---- views ----------------------------------------------------------------------------
+    def questions(self, lane: int = 0) -> list[QuestionEvent]:
+        return list(self.lanes[lane].engine.questions) if lane < len(self.lanes) else []
+
+    def status(self) -> dict:
+        ingested = self.times[-1] if self.times else 0.0
+        lane = self.lanes[0]
+        pending = lane.engine.stats()["pending_frames"]
+        behind = max(0.0, self.playhead - ingested - 1.0 / self.controls.fps) if self._frames is not None else 0.0
+        return {"source": self.source.name if self.source else None,
+                "duration_s": self.source.duration_s if self.source else 0.0,
+                "playhead_s": round(self.playhead, 2), "ingested_s": round(ingested, 2),
+                "frames": len(self.times), "pending_frames": pending, "chunks": len(lane.events),
+                "behind_s": round(behind, 2), "ended": self.ended, "notice": self.notice,
+                "kv_bytes": lane.engine.cache.nbytes(), "cache_lengths": lane.engine.cache_lengths(),
+                "policies": [ln.policy for ln in self.lanes]}
+
+    def trace(self) -> dict:
+        """Everything this session saw and answered, JSON-ready."""
+        with self.lock:
+            return {"source": self.source.name if self.source else None, "controls": self.controls.__dict__,
+                    "frame_times": self.times,
+                    "lanes": [{"policy": lane.policy, "chunks": [e.to_dict() for e in lane.events],
+                               "questions": [q.to_dict() for q in lane.engine.questions]} for lane in self.lanes],
+                    "chat": self.chat}
+
+
+def _downscale(frame: np.ndarray, longest: int) -> np.ndarray:
+    """Nearest-neighbour downscale so the longer side is at most `longest` pixels."""
+    h, w = frame.shape[:2]
+    step = int(np.ceil(max(h, w) / longest))
+    return np.ascontiguousarray(frame[::step, ::step, :3]) if step > 1 else frame[..., :3]
+
+
+class SessionsFull(HermesError):
+    """Raised when the app already serves its maximum number of sessions."""
+
+
+class SessionStore:
+    """session_hash -> Session, created lazily, freed on unload or after idling."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Session:
+        self.sweep()
+        with self._lock:
+            if key not in self._sessions:
+                if len(self._sessions) >= self.settings.max_sessions:
+                    raise SessionsFull(f"The studio is full ({self.settings.max_sessions} people are using it). "
+                                       "Please try again in a few minutes.")
+                self._sessions[key] = Session(self.settings)
+            return self._sessions[key]
+
+    def peek(self, key: str) -> Session | None:
+        """The session if it exists (never creates one)."""
+        with self._lock:
+            return self._sessions.get(key)
+
+    def free(self, key: str) -> None:
+        with self._lock:
+            self._sessions.pop(key, None)
+
+    def sweep(self) -> None:
+        """Free sessions idle for longer than the timeout."""
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, s in self._sessions.items() if now - s.touched > self.settings.idle_timeout_s]:
+                del self._sessions[key]
+
+    def __len__(self) -> int:
+        return len(self._sessions)

@@ -1,0 +1,203 @@
+"""The app without a browser: sessions (pacing, ground truth, compare mode, bad input, the
+store's cap and idle timeout) and app.py end to end through gradio_client on loopback."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.session import Controls, Session, SessionsFull, SessionStore, _downscale
+from app.settings import Settings
+from hermes.errors import HermesError, VideoError
+from tests.apphost import AppServer
+
+SETTINGS = Settings()
+EXAMPLE = "shapestream-901"
+
+
+@pytest.fixture()
+def session() -> Session:
+    return Session(SETTINGS)
+
+
+def test_ingest_follows_the_playhead_chunk_by_chunk(session):
+    session.load_example(EXAMPLE)
+    status = session.advance(3.0)
+    assert status["frames"] == 7 and status["chunks"] == 0 and status["pending_frames"] == 7
+    status = session.advance(8.0)  # 17 frames at 2 fps: one chunk of 16 in memory, one waiting
+    assert status["chunks"] == 1 and status["pending_frames"] == 1 and session.memory_time() == 7.5
+    assert session.times == [i / 2 for i in range(17)]
+
+
+def test_ingest_is_bounded_per_tick_and_reports_how_far_behind(session):
+    session.load_example(EXAMPLE)
+    status = session.advance(60.0)  # far ahead of what one tick may ingest
+    cap = SETTINGS.max_chunks_per_tick * session.controls.chunk_frames
+    assert status["frames"] == cap
+    assert status["behind_s"] == pytest.approx(60.0 - session.times[-1] - 0.5)
+    while not session.advance(70.0)["ended"]:
+        pass
+    status = session.status()
+    assert status["frames"] == 128 and status["behind_s"] == 0 and status["pending_frames"] == 0
+
+
+def test_answers_stream_and_come_with_ground_truth_at_the_newest_frame_in_memory(session):
+    session.load_example(EXAMPLE)
+    session.advance(16.0)
+    entries = [dict(e, answers=dict(e["answers"])) for e in session.ask("how many shapes have appeared so far ?")]
+    last = entries[-1]
+    assert last["time"] == 15.5 and last["truth"] == "two"
+    assert last["answers"]["hermes"] and last["ttft_ms"]["hermes"] > 0
+    assert len(entries) >= 2  # streamed piece by piece
+    assert session.ground_truth("what colour is the nonagon now ?") is None  # not a ShapeStream question
+
+
+@pytest.mark.parametrize("question, message", [
+    ("", "empty"),
+    ("   ", "empty"),
+    ("x" * 501, "too long"),
+])
+def test_bad_questions_raise_a_clear_error_and_lose_nothing(session, question, message):
+    session.load_example(EXAMPLE)
+    session.advance(8.0)
+    before = session.lanes[0].engine.cache_lengths()
+    with pytest.raises(HermesError, match=message):
+        list(session.ask(question))
+    assert session.lanes[0].engine.cache_lengths() == before and session.chat == []
+
+
+def test_asking_before_anything_is_in_memory_says_so(session):
+    with pytest.raises(HermesError, match="nothing is in memory yet"):
+        list(session.ask("what colour is the circle now ?"))
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("empty.mp4", b"", "empty"),
+    ("notes.mp4", b"these are my notes, not a video\n" * 20, "text"),
+    ("noise.mp4", bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), "not a video|could not"),
+])
+def test_a_bad_upload_changes_nothing(session, tmp_path, name, data, message):
+    session.load_example(EXAMPLE)
+    session.advance(8.0)
+    before = (session.source.name, session.lanes[0].engine.cache_lengths(), len(session.times))
+    with pytest.raises(VideoError, match=message):
+        session.load_file(write(tmp_path / name, data))
+    assert (session.source.name, session.lanes[0].engine.cache_lengths(), len(session.times)) == before
+    assert session.advance(16.0)["chunks"] == 2  # still streaming the example
+
+
+def test_a_truncated_upload_plays_what_it_has_then_says_why_it_stopped(session, tmp_path):
+    video = Path(session.load_example(EXAMPLE).path).read_bytes()
+    session.load_file(write(tmp_path / "cut.mp4", video[: len(video) // 3]))
+    while not session.advance(1e6)["ended"]:
+        pass
+    status = session.status()
+    assert 0 < status["frames"] < 128 and status["chunks"] >= 1
+    assert "truncated" in status["notice"] or "corrupt" in status["notice"]
+
+
+def test_uploads_over_the_size_limit_are_refused(tmp_path):
+    small = Session(replace(SETTINGS, max_upload_mb=0))
+    with pytest.raises(VideoError, match="too large"):
+        small.load_file(write(tmp_path / "big.mp4", b"\0" * 2048))
+
+
+def test_compare_mode_runs_two_policies_on_the_same_frames(session):
+    session.configure(Controls(model=SETTINGS.models[0], policy="hermes", compare="fifo", budget=64))
+    session.load_example(EXAMPLE)
+    session.advance(16.0)
+    a, b = session.lanes
+    assert (a.policy, b.policy) == ("hermes", "fifo")
+    assert len(a.events) == len(b.events) == 2 and a.engine.frames_seen == b.engine.frames_seen
+    assert max(a.engine.cache_lengths()) <= 64 and max(b.engine.cache_lengths()) <= 64
+    *_, entry = session.ask("which shape appeared first ?")
+    assert set(entry["answers"]) == {"hermes", "fifo"}
+
+
+def test_changing_the_settings_restarts_the_stream(session):
+    session.load_example(EXAMPLE)
+    session.advance(16.0)
+    session.configure(Controls(model=SETTINGS.models[0], policy="fifo", budget=128, chunk_frames=8))
+    assert session.times == [] and session.lanes[0].events == [] and session.source.name == EXAMPLE
+    status = session.advance(4.0)
+    assert status["chunks"] == 1 and session.lanes[0].policy == "fifo"
+
+
+def test_a_model_outside_the_allowlist_is_refused(session):
+    with pytest.raises(HermesError, match="not offered"):
+        session.configure(Controls(model="someone/some-model"))
+    assert session.controls.model == SETTINGS.models[0]
+
+
+def test_webcam_frames_are_sampled_at_fps_and_downscaled(session, monkeypatch):
+    clock = iter(np.arange(0, 10, 0.1))
+    monkeypatch.setattr("app.session.time.monotonic", lambda: float(next(clock)))
+    session.start_webcam()
+    for _ in range(40):
+        session.add_webcam_frame(np.zeros((480, 640, 3), np.uint8))
+    assert len(session.times) == pytest.approx(8, abs=1)  # 2 fps over ~4 s
+    assert session.status()["pending_frames"] + session.lanes[0].engine.frames_seen == len(session.times)
+    small = _downscale(np.zeros((480, 640, 4), np.uint8), SETTINGS.webcam_size)  # RGBA from some browsers
+    assert max(small.shape[:2]) <= SETTINGS.webcam_size and small.shape[2] == 3
+    assert small.shape[1] / small.shape[0] == pytest.approx(640 / 480, rel=0.02)
+
+
+def test_the_store_creates_lazily_caps_and_frees_idle_sessions(monkeypatch):
+    store = SessionStore(replace(SETTINGS, max_sessions=2, idle_timeout_s=60))
+    a = store.get("a")
+    assert store.get("a") is a and len(store) == 1
+    store.get("b")
+    with pytest.raises(SessionsFull, match="full"):
+        store.get("c")
+    store.free("a")
+    store.get("c")
+    store.peek("b").touched -= 120  # idle for two minutes
+    store.sweep()
+    assert store.peek("b") is None and len(store) == 1
+
+
+# ---- end to end: app.py on loopback through gradio_client ---------------------------------
+@pytest.fixture(scope="module")
+def client():
+    from gradio_client import Client
+
+    server = AppServer().wait()
+    yield Client(server.url, verbose=False)
+    server.stop()
+
+
+@pytest.mark.timeout(300)
+def test_end_to_end_example_question_answer_and_telemetry(client, tmp_path):
+    from gradio_client import handle_file
+
+    player, status, _, _ = client.predict(EXAMPLE, api_name="/play_example")
+    assert player and EXAMPLE in status
+    for playhead in (2.0, 4.0, 6.0, 8.0):
+        status = client.predict(playhead, "global", api_name="/tick")[0]
+    assert "1 chunks" in status
+    meta = json.loads((Path(__file__).resolve().parent.parent / "assets" / "examples" / f"{EXAMPLE}.json").read_text())
+    q = meta["questions"][0]  # asked at 7.9 s: the first chunk ends at 7.5 s
+    outputs = list(client.submit(q["question"], api_name="/ask"))
+    assert len(outputs) >= 2  # streamed
+    reply = outputs[-1][0][-1]["content"][0]["text"]
+    assert f"**hermes**: {q['answer']}" in reply and f"ground truth: **{q['answer']}** ✓" in reply
+
+    bad = write(tmp_path / "notes.mp4", b"not a video at all\n" * 30)
+    _, status, _, _ = client.predict(handle_file(str(bad)), api_name="/upload")
+    assert "cannot be played" in status and "text" in status
+
+    trace = client.predict(api_name="/telemetry")
+    assert trace["source"] == EXAMPLE and trace["status"]["chunks"] == 1
+    lane = trace["lanes"][0]
+    assert lane["policy"] == "hermes" and len(lane["chunks"]) == 1
+    assert np.asarray(lane["chunks"][0]["kept"]).shape[0] == 12
+    assert lane["questions"][0]["question"] == q["question"]

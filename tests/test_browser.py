@@ -1,0 +1,82 @@
+"""A real browser (headless Debian Chromium via playwright) against app.py on loopback.
+
+The page loads, the example video plays (currentTime advances), the attention and
+occupancy plots change while it plays, a typed question gets an answer in the chat, and a
+1280x800 screenshot is saved to tests/artifacts/app.png.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.apphost import AppServer
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--autoplay-policy=no-user-gesture-required"]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+pytestmark = [pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed"),
+              pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def server():
+    app = AppServer(log=ARTIFACTS / "browser-app.log" if ARTIFACTS.mkdir(exist_ok=True) is None else None).wait()
+    yield app
+    app.stop()
+
+
+def plot_signature(page, elem_id: str) -> str:
+    """What a plotly plot currently draws (its traces' z / y data), as a string."""
+    return page.evaluate(
+        """(id) => { const d = document.querySelector('#' + id + ' .js-plotly-plot');
+                     return d && d.data ? JSON.stringify(d.data.map(t => [t.z, t.y, t.x])) : ''; }""", elem_id)
+
+
+def test_the_page_plays_an_example_draws_memory_and_answers(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(server.url, wait_until="load")
+        page.wait_for_selector("#attention .js-plotly-plot", timeout=60_000)
+        empty_att, empty_occ = plot_signature(page, "attention"), plot_signature(page, "occupancy")
+
+        page.get_by_role("button", name="▶ Play").click()
+        page.wait_for_selector("#player video", timeout=30_000)
+        times = []
+        for _ in range(40):
+            time.sleep(0.5)
+            times.append(page.evaluate("() => document.querySelector('#player video').currentTime"))
+            if times[-1] > 9.0:
+                break
+        assert times[-1] > times[0] + 5.0, f"the video did not play: currentTime {times}"
+
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('chunks')")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and plot_signature(page, "occupancy") == empty_occ:
+            time.sleep(0.5)
+        first_att, first_occ = plot_signature(page, "attention"), plot_signature(page, "occupancy")
+        assert first_occ != empty_occ and first_att != empty_att, "the plots did not draw while the video played"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and plot_signature(page, "occupancy") == first_occ:
+            time.sleep(0.5)
+        assert plot_signature(page, "occupancy") != first_occ, "the occupancy map did not change as the video played"
+
+        page.locator("#question textarea").fill("how many shapes are on the screen now ?")
+        page.locator("#ask").click()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#chat .message')].some(m => m.innerText.includes('hermes'))",
+            timeout=30_000)
+        reply = page.locator("#chat .message").last.inner_text()
+        assert "hermes" in reply and "ground truth" in reply
+        page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=False)
+        page.screenshot(path=str(ARTIFACTS / "app-full.png"), full_page=True)
+        browser.close()
