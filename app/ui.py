@@ -73,9 +73,9 @@ def _figures(s: Session | None, view: str = "global") -> list:
     occ = render.occupancy_map(last, s.times if s else [], title="Cache occupancy")
     if s and len(s.lanes) > 1:
         other = s.lanes[1]
-        occ_b = render.occupancy_map(other.events[-1] if other.events else None, s.times, title="Compare")
+        occ_b = render.occupancy_map(other.events[-1] if other.events else None, s.times, title="Compared with")
     else:
-        occ_b = render.empty_figure("Compare", "Pick a second policy under Engine settings to compare.")
+        occ_b = render.empty_figure("Compared with", "Pick a second policy under Engine settings to compare.")
     mem = render.memory_figure(lane.events if lane else [], lane.full_kv if lane else [])
     lat = render.latency_figure(lane.events if lane else [], questions)
     return [att, occ, occ_b, mem, lat]
@@ -188,8 +188,8 @@ def configure(model, policy, compare, budget, chunk, fps, shallow, deep, smoothi
         s = _session(request)
         s.configure(controls)
     except HermesError as err:
-        return [_status(None, f"⚠️ settings not applied: {err}"), []] + [gr.skip()] * 5
-    return [_status(s), [], *_figures(s)]
+        return [_status(None, f"⚠️ settings not applied: {err}"), [], gr.skip()] + [gr.skip()] * 5
+    return [_status(s), [], gr.update(visible=bool(controls.compare)), *_figures(s)]
 
 
 def telemetry(request: gr.Request) -> dict:
@@ -271,6 +271,8 @@ def build() -> gr.Blocks:
                 gr.Markdown(render.READ_ME["attention"], elem_classes="readme")
             with gr.Column():
                 occ_plot = gr.Plot(elem_id="occupancy", show_label=False)
+                with gr.Column(visible=False) as compare_col:  # compare mode: the second policy's map
+                    occ_b_plot = gr.Plot(elem_id="occupancy-b", show_label=False)
                 gr.Markdown(render.READ_ME["occupancy"], elem_classes="readme")
         with gr.Row():
             with gr.Column():
@@ -279,8 +281,6 @@ def build() -> gr.Blocks:
             with gr.Column():
                 lat_plot = gr.Plot(elem_id="latency", show_label=False)
                 gr.Markdown(render.READ_ME["latency"], elem_classes="readme")
-        with gr.Accordion("Compare mode: occupancy of the second policy", open=False):
-            occ_b_plot = gr.Plot(elem_id="occupancy-b", show_label=False)
         with gr.Accordion("Export and help", open=False):
             with gr.Row():
                 export_btn = gr.Button("Export trace + figures")
@@ -303,7 +303,7 @@ def build() -> gr.Blocks:
               api_name="ask", show_progress="minimal", show_progress_on=[chat])
         cam.stream(webcam_frame, [cam], [status], stream_every=0.5, api_visibility="private")
         apply_btn.click(configure, [model, policy, compare, budget, chunk, fps, shallow, deep, smoothing, summary,
-                                    reindex], [status, chat, *plots], api_name="configure").then(
+                                    reindex], [status, chat, compare_col, *plots], api_name="configure").then(
             None, None, None, js=RESTART_JS)
         export_btn.click(export, [view], [files], api_name="export")
         gr.Button(visible=False).click(telemetry, None, [api_json], api_name="telemetry")

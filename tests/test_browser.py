@@ -80,3 +80,42 @@ def test_the_page_plays_an_example_draws_memory_and_answers(server):
         page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=False)
         page.screenshot(path=str(ARTIFACTS / "app-full.png"), full_page=True)
         browser.close()
+
+
+def write_y4m(path: Path, n: int = 20, width: int = 160, height: int = 120) -> Path:
+    """A fake camera feed: a bright square moving over grey (YUV 4:2:0, what Chromium's
+    --use-file-for-fake-video-capture reads; it loops the file)."""
+    import numpy as np
+
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(n):
+            y = np.full((height, width), 100, np.uint8)
+            x0 = (i * 6) % (width - 30)
+            y[40:70, x0:x0 + 30] = 230
+            chroma = np.full((height // 2, width // 2), 128, np.uint8)
+            f.write(b"FRAME\n" + y.tobytes() + chroma.tobytes() + chroma.tobytes())
+    return path
+
+
+def test_the_webcam_streams_frames_into_the_engine(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    feed = write_y4m(tmp_path / "feed.y4m")
+    flags = [*FLAGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+             f"--use-file-for-fake-video-capture={feed}"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=flags)
+        context = browser.new_context(viewport={"width": 1280, "height": 800}, permissions=["camera"])
+        page = context.new_page()
+        page.goto(server.url, wait_until="load")
+        page.wait_for_selector("#attention .js-plotly-plot", timeout=60_000)
+        page.get_by_role("tab", name="Webcam").click()
+        page.get_by_text("Click to Access Webcam").click()
+        page.wait_for_selector("video[data-testid=webcam-video]", timeout=30_000)
+        page.locator("button[aria-label='capture photo']:visible").click()
+        page.wait_for_function("() => /webcam.*\\((\\d+) frames/.test(document.querySelector('#status').innerText) "
+                               "&& +document.querySelector('#status').innerText.match(/\\((\\d+) frames/)[1] >= 4",
+                               timeout=60_000)
+        assert "webcam" in page.locator("#status").inner_text()
+        browser.close()
