@@ -70,6 +70,10 @@ def _frame_times(frame_ids: np.ndarray, times: Sequence[float] | np.ndarray) -> 
     return out
 
 
+def _short(text: str, limit: int = 44) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _layer_axis(fig: go.Figure, n_layers: int, **where: int) -> None:
     step = max(1, n_layers // 8)
     fig.update_yaxes(title_text="layer", tickmode="array", tickvals=list(range(0, n_layers, step)), **where)
@@ -81,7 +85,7 @@ def attention_heatmap(event: ChunkEvent | None, times: Sequence[float] | np.ndar
     chunk (default: the first one recorded), or `question`'s attention when given."""
     title = "Attention per layer over time"
     if question is not None and question.attention is not None and question.attention.size:
-        attn, frame_ids, label = question.attention, question.frame_ids, f"question: {question.question}"
+        attn, frame_ids, label = question.attention, question.frame_ids, f"question: {_short(question.question)}"
         tiers = event.tiers if event is not None else ["all"] * attn.shape[0]
     elif event is not None and event.attention:
         name = query if query in event.attention else next(iter(event.attention))
@@ -101,7 +105,7 @@ def attention_heatmap(event: ChunkEvent | None, times: Sequence[float] | np.ndar
         colorbar={"title": {"text": "attention"}, "tickvals": decades, "ticktext": [f"1e{d}" for d in decades]}))
     fig.update_xaxes(title_text="video time (s)")
     _layer_axis(fig, attn.shape[0])
-    return _layout(fig, f"{title} — {label}")
+    return _layout(fig, f"Attention — {label}")
 
 
 def _tier_colourscale(tiers_present: Sequence[str]) -> list:
@@ -156,7 +160,7 @@ def memory_figure(events: Sequence[ChunkEvent], full_kv_bytes: Sequence[int]) ->
     if not events:
         return empty_figure(title, "No chunks yet.")
     fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], specs=[[{"secondary_y": True}, {}]],
-                        subplot_titles=("KV cache over the stream", "tokens per layer now"))
+                        subplot_titles=("KV cache over the stream", "tokens per layer now"), horizontal_spacing=0.2)
     t = [e.t_end for e in events]
     mib = 2.0**20
     fig.add_trace(go.Scatter(x=t, y=[e.kv_bytes / mib for e in events], name="KV now", mode="lines+markers",
@@ -185,11 +189,12 @@ def latency_figure(events: Sequence[ChunkEvent], questions: Sequence[QuestionEve
     title = "Latency"
     if not events and not questions:
         return empty_figure(title, "No chunks or answers yet.")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("answers", "ingest"), specs=[[{"secondary_y": True}, {}]])
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("answers", "ingest"), specs=[[{"secondary_y": True}, {}]],
+                        horizontal_spacing=0.2)
     n = np.arange(1, len(questions) + 1)
     fig.add_trace(go.Bar(x=n, y=[q.ttft_s * 1e3 for q in questions], name="TTFT (ms)",
-                         text=[q.question for q in questions],
-                         hovertemplate="question %{x}: %{text}<br>TTFT %{y:.1f} ms<extra></extra>"), row=1, col=1)
+                         hovertext=[q.question for q in questions],
+                         hovertemplate="question %{x}: %{hovertext}<br>TTFT %{y:.1f} ms<extra></extra>"), row=1, col=1)
     fig.add_trace(go.Scatter(x=n, y=[q.tokens_per_s for q in questions], name="tokens/s", mode="markers",
                              hovertemplate="question %{x}<br>%{y:.0f} tokens/s<extra></extra>"),
                   row=1, col=1, secondary_y=True)

@@ -19,6 +19,8 @@ to fill, as in training); the ground truth is taken at the last frame in memory.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -31,10 +33,11 @@ import hermes
 from app.settings import Settings
 from hermes import synthetic
 from hermes.backbones import Backbone, load_backbone
+from hermes.engine import check_question
 from hermes.errors import HermesError, VideoError
 from hermes.examples import EXAMPLES
 from hermes.telemetry import ChunkEvent, QuestionEvent
-from hermes.video import iter_frames, probe
+from hermes.video import check_complete, iter_frames, probe
 
 ENGINE_FIELDS = ("budget", "chunk_frames", "fps", "shallow_ratio", "deep_ratio", "smoothing", "summary", "reindex")
 
@@ -112,14 +115,19 @@ class Session:
         self.controls = controls or Controls(model=settings.models[0])
         self.chat: list[dict] = []  # {"question", "answers": {policy: text}, "truth", "time", "ttft_ms"}
         self.notice = ""
+        self.uploads: list[Path] = []  # files received from the browser, deleted by close()
         self._build()
 
     # ---- set-up -------------------------------------------------------------------------
+    def _lanes(self, controls: Controls) -> list[Lane]:
+        """Engines for these controls (raises HermesError on bad settings, changing nothing)."""
+        backbone = shared_backbone(controls.model, self.settings.models)
+        kw = controls.engine_kwargs()
+        policies = [controls.policy] + ([controls.compare] if controls.compare else [])
+        return [Lane(hermes.load_engine(backbone, policy=p, **kw)) for p in policies]
+
     def _build(self) -> None:
-        backbone = shared_backbone(self.controls.model, self.settings.models)
-        kw = self.controls.engine_kwargs()
-        policies = [self.controls.policy] + ([self.controls.compare] if self.controls.compare else [])
-        self.lanes = [Lane(hermes.load_engine(backbone, policy=p, **kw)) for p in policies]
+        self.lanes = self._lanes(self.controls)
         self.times: list[float] = []  # time of every ingested frame, by stream index
         self._frames: Iterator[tuple[np.ndarray, float]] | None = None
         self._next: tuple[np.ndarray, float] | None = None  # decoded, not yet due
@@ -128,19 +136,14 @@ class Session:
         self._webcam_t0: float | None = None
 
     def configure(self, controls: Controls) -> None:
-        """New settings: rebuild the engines and restart the current source from its start."""
+        """New settings: new engines, and the current source restarts from its beginning.
+        Bad settings raise HermesError and leave the running stream as it was."""
         with self.lock:
-            old = self.controls
+            lanes = self._lanes(controls)
             self.controls = controls
-            try:
-                self._build()
-            except HermesError:
-                self.controls = old
-                self._build()
-                raise
-            if self.source is not None and self.source.path is not None:
-                self._frames = iter_frames(self.source.path, controls.fps)
-            self.chat = []
+            self.lanes = lanes
+            if self.source is not None:
+                self._start(self.source)
 
     def _start(self, source: Source) -> None:
         for lane in self.lanes:
@@ -154,7 +157,10 @@ class Session:
         self.ended = False
         self._next = None
         self._webcam_t0 = None
-        self._frames = iter_frames(source.path, self.controls.fps) if source.path else None
+        self._frames = self._open(source.path) if source.path else None
+
+    def _open(self, path: Path) -> Iterator[tuple[np.ndarray, float]]:
+        return iter_frames(path, self.controls.fps, max_side=self.settings.decode_max_side)
 
     def load_example(self, name: str) -> Source:
         examples = list_examples()
@@ -172,8 +178,9 @@ class Session:
             return self.source
 
     def load_file(self, path: str | Path, name: str | None = None) -> Source:
-        """An uploaded file. Checked (size, duration, first frame decodes) before anything
-        already ingested is dropped: a bad file raises VideoError and changes nothing."""
+        """An uploaded file. Checked (size, container, resolution, duration, complete data,
+        first frame decodes) before anything already ingested is dropped: a bad file raises
+        VideoError and changes nothing."""
         p = Path(path)
         if not p.is_file():
             raise VideoError("the upload did not arrive: no file was received")
@@ -181,15 +188,38 @@ class Session:
         if size_mb > self.settings.max_upload_mb:
             raise VideoError(f"the file is too large ({size_mb:.0f} MB; at most {self.settings.max_upload_mb} MB)")
         info = probe(p)
-        if info.duration_s > self.settings.max_video_s:
+        if max(info.width, info.height) > self.settings.max_side_px:
+            raise VideoError(f"the video's frames are {info.width}x{info.height} pixels; at most "
+                             f"{self.settings.max_side_px} pixels a side are accepted")
+        if info.duration_s is not None and info.duration_s > self.settings.max_video_s:
             raise VideoError(f"the video is too long ({info.duration_s / 60:.0f} min; at most "
                              f"{self.settings.max_video_s // 60} min)")
-        first = next(iter_frames(p, self.controls.fps), None)
-        if first is None:
-            raise VideoError("the video has no frames that could be decoded")
+        check_complete(p)
+        try:
+            next(self._open(p))
+        except StopIteration:
+            raise VideoError("the video has no frames that could be decoded") from None
         with self.lock:
-            self._start(Source(name or p.name, p, info.duration_s))
+            self.uploads.append(p)
+            self._start(Source(name or p.name, p, info.duration_s or 0.0))
             return self.source
+
+    def stop(self) -> dict:
+        """Stop ingesting the current source; everything already in memory stays."""
+        with self.lock:
+            self._frames = None
+            self._next = None
+            self.ended = True
+            return self.status()
+
+    def close(self) -> None:
+        """Free the session: delete the files it uploaded (they live in gradio's temp dir)."""
+        with self.lock:
+            self._frames = None
+            for p in self.uploads:
+                if _in_temp_dir(p):
+                    p.unlink(missing_ok=True)
+            self.uploads.clear()
 
     def start_webcam(self) -> Source:
         with self.lock:
@@ -285,6 +315,7 @@ class Session:
         if len(question) > self.settings.max_question_chars:
             raise HermesError(f"the question is too long ({len(question)} characters; at most "
                               f"{self.settings.max_question_chars})")
+        question = check_question(question)  # the engine's rules: valid UTF-8, no control characters
         with self.lock:
             self.touched = time.monotonic()
             if self.memory_time() is None:
@@ -329,6 +360,15 @@ class Session:
                     "chat": self.chat}
 
 
+def _in_temp_dir(path: Path) -> bool:
+    """Only files under the system / gradio temp dir are ever deleted."""
+    roots = {Path(tempfile.gettempdir()).resolve()}
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        roots.add(Path(os.environ["GRADIO_TEMP_DIR"]).resolve())
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(root) for root in roots)
+
+
 def _downscale(frame: np.ndarray, longest: int) -> np.ndarray:
     """Nearest-neighbour downscale so the longer side is at most `longest` pixels."""
     h, w = frame.shape[:2]
@@ -365,14 +405,18 @@ class SessionStore:
 
     def free(self, key: str) -> None:
         with self._lock:
-            self._sessions.pop(key, None)
+            session = self._sessions.pop(key, None)
+        if session is not None:
+            session.close()
 
     def sweep(self) -> None:
         """Free sessions idle for longer than the timeout."""
         now = time.monotonic()
         with self._lock:
-            for key in [k for k, s in self._sessions.items() if now - s.touched > self.settings.idle_timeout_s]:
-                del self._sessions[key]
+            idle = [k for k, s in self._sessions.items() if now - s.touched > self.settings.idle_timeout_s]
+            freed = [self._sessions.pop(k) for k in idle]
+        for session in freed:
+            session.close()
 
     def __len__(self) -> int:
         return len(self._sessions)

@@ -43,6 +43,8 @@ class Settings:
     idle_timeout_s: int = field(default_factory=lambda: _env_int("HERMES_IDLE_TIMEOUT_S", 900))
     max_upload_mb: int = field(default_factory=lambda: _env_int("HERMES_MAX_UPLOAD_MB", 200))
     max_video_s: int = field(default_factory=lambda: _env_int("HERMES_MAX_VIDEO_S", 3600))
+    max_side_px: int = 4096  # uploads with a larger frame side are refused
+    decode_max_side: int = 512  # frames are scaled down to this longer side while decoding
     max_question_chars: int = 500
     max_new_tokens: int = 16
     max_chunks_per_tick: int = 4  # bounds one timer tick's work; the rest is reported as "behind"
@@ -52,5 +54,6 @@ class Settings:
     def help_text(self) -> str:
         return (f"Limits: {self.max_sessions} sessions at once, idle sessions freed after "
                 f"{self.idle_timeout_s // 60} min, uploads up to {self.max_upload_mb} MB and "
-                f"{self.max_video_s // 60} min, questions up to {self.max_question_chars} characters, "
+                f"{self.max_video_s // 60} min and {self.max_side_px} px a side (decoded at most "
+                f"{self.decode_max_side} px), questions up to {self.max_question_chars} characters, "
                 f"answers up to {self.max_new_tokens} tokens. Models: {', '.join(self.models)}.")

@@ -24,6 +24,7 @@ from app.session import Controls, Session, SessionStore, list_examples
 from app.settings import Settings
 from hermes import policies
 from hermes.errors import HermesError
+from hermes.telemetry import process_rss_mib
 
 SETTINGS = Settings()
 STORE = SessionStore(SETTINGS)
@@ -34,6 +35,7 @@ CSS = """
 # the timer's inputs are replaced by what this returns: the player's current time, and the view as it is
 PLAYHEAD_JS = """(p, view) => {
   const v = document.querySelector("#player video"); return [v ? v.currentTime : p, view]; }"""
+PAUSE_JS = """() => { const v = document.querySelector('#player video'); if (v) { v.pause(); } }"""
 RESTART_JS = """() => { const v = document.querySelector('#player video'); if (v) { v.currentTime = 0; v.play(); } }"""
 ATTENTION_VIEWS = ("global", "local", "question")
 
@@ -168,6 +170,21 @@ def ask(question: str, request: gr.Request):
     yield _chat_messages(s), "", _status(s), "question", *_figures(s, "question")
 
 
+def stop(request: gr.Request) -> str:
+    """Stop ingesting; what is in memory stays and can still be asked about."""
+    try:
+        s = _session(request)
+    except HermesError as err:
+        return str(err)
+    s.stop()
+    return _status(s)
+
+
+def health() -> dict:
+    """Sessions in use and the process's memory (for operators and the load test)."""
+    return {"sessions": len(STORE), "max_sessions": SETTINGS.max_sessions, "rss_mb": round(process_rss_mib(), 1)}
+
+
 def webcam_frame(frame, request: gr.Request):
     if frame is None:
         return gr.skip()
@@ -225,7 +242,8 @@ def build() -> gr.Blocks:
                     with gr.Tab("Examples"), gr.Row():
                         example = gr.Dropdown(examples, value=examples[0] if examples else None,
                                               label="Example stream", scale=3)
-                        play_btn = gr.Button("▶ Play", variant="primary", scale=1)
+                        play_btn = gr.Button("▶ Play", variant="primary", scale=1, min_width=80)
+                        stop_btn = gr.Button("⏹ Stop", scale=1, min_width=80)
                     with gr.Tab("Upload"):
                         upload_box = gr.File(label="Upload a video (mp4, webm, mkv, mov)", type="filepath",
                                              elem_id="upload")
@@ -294,6 +312,7 @@ def build() -> gr.Blocks:
         demo.load(on_load, None, [status, *plots], api_visibility="private")
         demo.unload(on_unload)
         play_btn.click(play_example, [example], [player, status, suggestions, chat], api_name="play_example")
+        stop_btn.click(stop, None, [status], api_name="stop").then(None, None, None, js=PAUSE_JS)
         upload_box.upload(upload, [upload_box], [player, status, suggestions, chat], api_name="upload")
         timer.tick(tick, [playhead, view], [status, *plots], js=PLAYHEAD_JS, api_name="tick",
                    show_progress="hidden", concurrency_limit=None)
@@ -307,4 +326,5 @@ def build() -> gr.Blocks:
             None, None, None, js=RESTART_JS)
         export_btn.click(export, [view], [files], api_name="export")
         gr.Button(visible=False).click(telemetry, None, [api_json], api_name="telemetry")
+        gr.Button(visible=False).click(health, None, [api_json], api_name="health")
     return demo

@@ -308,8 +308,10 @@ def load_backbone(model: str = "hermes-tiny", *, device: str = "cpu", dtype: tor
             source,
             dtype=dtype,
             attn_implementation={"text_config": ATTENTION_NAME, "vision_config": "sdpa"},
+            use_safetensors=True,  # never unpickle weights
+            trust_remote_code=False,
         )
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except OSError as err:
         raise HermesError(
             f"could not load model {model!r}: not a saved model directory, and the hub could not "

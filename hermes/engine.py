@@ -19,6 +19,7 @@ import itertools
 import math
 import threading
 import time
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -324,7 +325,7 @@ class StreamEngine:
 
     def ask_stream(self, question: str, max_new_tokens: int | None = None) -> Iterator[str]:
         """Yield the answer's text piece by piece; ``last_answer`` holds the result after."""
-        question = _check_question(question)
+        question = check_question(question)
         max_new = self.config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         if not 1 <= max_new <= 1024:
             raise HermesError(f"max_new_tokens must be in [1, 1024], got {max_new_tokens!r}")
@@ -456,11 +457,15 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
-def _check_question(question: str) -> str:
+def check_question(question: str) -> str:
     if not isinstance(question, str) or not question.strip():
         raise HermesError("the question is empty: type something to ask about the video")
     if len(question) > MAX_QUESTION_CHARS:
         raise HermesError(f"the question is too long ({len(question)} characters; at most {MAX_QUESTION_CHARS})")
+    if any(unicodedata.category(c) == "Cs" for c in question):  # lone surrogates: bytes that were not UTF-8
+        raise HermesError("the question is not valid text: it holds bytes that are not UTF-8")
+    if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in question):
+        raise HermesError("the question holds control characters: type plain text")
     return question.strip()
 
 

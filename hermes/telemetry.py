@@ -13,8 +13,20 @@ attention mass the pseudo-query `name` put on frame ``frame_ids[j]`` in that lay
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+
+def process_rss_mib() -> float:
+    """Resident memory of this process now (Linux /proc), MiB; 0 where unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def _plain(value: object) -> object:

@@ -302,7 +302,7 @@ def train(cfg: TrainConfig) -> dict:
     state = {"stage": "vision", "step": 0, "log": []}
     ckpt = cfg.work / "checkpoint.pt"
     if ckpt.exists():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
+        saved = torch.load(ckpt, map_location=device, weights_only=True)  # plain tensors and numbers, no pickle
         bb.model.load_state_dict(saved["model"])
         heads.load_state_dict(saved["heads"])
         events.load_state_dict(saved["events"])

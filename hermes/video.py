@@ -170,22 +170,57 @@ def probe(path: str | Path) -> VideoInfo:
         )
 
 
-def iter_frames(path: str | Path, fps: float, backend: str = "auto") -> Iterator[tuple[np.ndarray, float]]:
+def check_complete(path: str | Path) -> VideoInfo:
+    """probe() plus a read of the container's packets (no decoding, milliseconds): a file
+    whose video data stops well before its stated duration raises VideoError (truncated)."""
+    info = probe(path)
+    p = Path(path).expanduser()
+    last_t = None
+    try:
+        with av.open(str(p)) as container:
+            stream = container.streams.video[0]
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.time_base is not None:
+                    last_t = max(last_t or 0.0, float(packet.pts * packet.time_base))
+    except (av.FFmpegError, OSError, ValueError) as err:
+        raise _open_error(p, err) from err
+    if last_t is None:
+        raise VideoError(f"{p.name} is truncated or corrupt: its video stream holds no frames")
+    _check_complete(p, info, last_t)
+    return info
+
+
+def _scaled(width: int, height: int, max_side: int | None) -> tuple[int, int] | None:
+    """(width, height) to decode at so the longer side is <= max_side (even sizes), or None."""
+    if not max_side or max(width, height) <= max_side:
+        return None
+    scale = max_side / max(width, height)
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+
+
+def iter_frames(path: str | Path, fps: float, backend: str = "auto", max_side: int | None = None
+                ) -> Iterator[tuple[np.ndarray, float]]:
     """Yield (uint8 (H, W, 3) RGB frame, time in seconds) sampled at `fps`.
 
+    max_side: frames larger than this are scaled down while they are converted (PyAV /
+    swscale; "auto" picks PyAV then, decord2 cannot scale reliably), so a huge frame is
+    never held as full-size RGB.
     Errors found while decoding are raised after the frames decoded before them, so a
     consumer keeps what it already has."""
     fps = _check_fps(fps)
     if backend not in BACKENDS:
         raise VideoError(f"backend must be one of {BACKENDS}, got {backend!r}")
     info = probe(path)
+    size = _scaled(info.width, info.height, max_side)
     p = Path(path).expanduser()
     if backend == "decord" and decord is None:
         raise VideoError("the decord reader is not installed (pip install decord2); use backend='pyav'")
     decoded: list[float] = []  # time of the last frame decoded (sampled or not), set by the readers
     last_t, count = None, 0
     try:
-        if backend == "decord" or (backend == "auto" and decord is not None):
+        if backend == "decord" and size:
+            raise VideoError("the decord reader cannot scale frames; use backend='pyav' or 'auto' with max_side")
+        if backend == "decord" or (backend == "auto" and decord is not None and size is None):
             try:
                 for frame, t in _decord_frames(p, fps, decoded):
                     last_t, count = t, count + 1
@@ -195,11 +230,11 @@ def iter_frames(path: str | Path, fps: float, backend: str = "auto") -> Iterator
                     raise
                 # decord2 fails on some files (AV1 builds, some frame sizes): PyAV goes on from here
                 decoded.clear()
-                for frame, t in _pyav_frames(p, fps, decoded, after=last_t):
+                for frame, t in _pyav_frames(p, fps, decoded, size, after=last_t):
                     last_t, count = t, count + 1
                     yield frame, t
         else:
-            for frame, t in _pyav_frames(p, fps, decoded):
+            for frame, t in _pyav_frames(p, fps, decoded, size):
                 last_t, count = t, count + 1
                 yield frame, t
     except Exception as err:  # any decoder failure means bad data
@@ -246,8 +281,8 @@ def _decord_frames(p: Path, fps: float, decoded: list[float]) -> Iterator[tuple[
         decoded[:] = [float(times[-1])]
 
 
-def _pyav_frames(p: Path, fps: float, decoded: list[float], after: float | None = None
-                 ) -> Iterator[tuple[np.ndarray, float]]:
+def _pyav_frames(p: Path, fps: float, decoded: list[float], size: tuple[int, int] | None = None,
+                 after: float | None = None) -> Iterator[tuple[np.ndarray, float]]:
     """Decode forward once and convert only the sampled frames (seeking per frame is slower).
     `after`: resume a sampling that already yielded the frame at that time."""
     sampler = _Sampler(fps)
@@ -260,7 +295,8 @@ def _pyav_frames(p: Path, fps: float, decoded: list[float], after: float | None 
             t = max(float(frame.time or 0.0), 0.0)
             decoded[:] = [t]
             if (after is None or t > after + _EPS) and sampler.take(t):
-                yield frame.to_ndarray(format="rgb24"), t
+                scale = {"width": size[0], "height": size[1]} if size else {}
+                yield frame.to_ndarray(format="rgb24", **scale), t
 
 
 CODECS = {".mp4": "libx264", ".webm": "libvpx-vp9", ".mkv": "libsvtav1"}

@@ -95,14 +95,24 @@ def test_a_bad_upload_changes_nothing(session, tmp_path, name, data, message):
     assert session.advance(16.0)["chunks"] == 2  # still streaming the example
 
 
-def test_a_truncated_upload_plays_what_it_has_then_says_why_it_stopped(session, tmp_path):
-    video = Path(session.load_example(EXAMPLE).path).read_bytes()
-    session.load_file(write(tmp_path / "cut.mp4", video[: len(video) // 3]))
+def test_a_file_that_breaks_mid_stream_keeps_what_was_ingested_and_says_why(session):
+    session.load_example(EXAMPLE)
+    good = session._frames
+
+    def breaks_after_40_frames():
+        for i, item in enumerate(good):
+            if i == 40:
+                raise VideoError("clip.mp4 is truncated or corrupt: decoding failed after 19.50 s (bad NAL unit)")
+            yield item
+
+    session._frames = breaks_after_40_frames()
     while not session.advance(1e6)["ended"]:
         pass
     status = session.status()
-    assert 0 < status["frames"] < 128 and status["chunks"] >= 1
-    assert "truncated" in status["notice"] or "corrupt" in status["notice"]
+    assert status["frames"] == 40 and status["chunks"] == 3  # two full chunks + the flushed rest
+    assert "decoding stopped" in status["notice"] and "bad NAL unit" in status["notice"]
+    *_, entry = session.ask("how many shapes have appeared so far ?")
+    assert entry["answers"]["hermes"]
 
 
 def test_uploads_over_the_size_limit_are_refused(tmp_path):

@@ -66,6 +66,8 @@ def test_attention_heatmap_shows_the_question_after_one_is_asked():
                              frame_ids=np.array([1, 3, 5]), attention=q_attn)
     fig = render.attention_heatmap(chunk_event(), TIMES, query="question", question=question)
     assert "question: which shape appeared first ?" in fig.layout.title.text
+    long = QuestionEvent("x" * 80, "", 0, 0, 0, 6, frame_ids=np.array([1]), attention=np.ones((12, 1)))
+    assert len(render.attention_heatmap(None, TIMES, question=long).layout.title.text) < 70
     np.testing.assert_allclose(fig.data[0].x, TIMES[[1, 3, 5]])
     assert "attention 2.00e-01" in fig.data[0].text[0][0] and "layer 0 (shallow)" in fig.data[0].text[0][0]
 
