@@ -18,8 +18,10 @@ to fill, as in training); the ground truth is taken at the last frame in memory.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import queue
 import tempfile
 import threading
 import time
@@ -374,6 +376,30 @@ def _downscale(frame: np.ndarray, longest: int) -> np.ndarray:
     h, w = frame.shape[:2]
     step = int(np.ceil(max(h, w) / longest))
     return np.ascontiguousarray(frame[::step, ::step, :3]) if step > 1 else frame[..., :3]
+
+
+def in_one_thread(items: Iterator[dict]) -> Iterator[dict]:
+    """Run a generator to the end in one worker thread and relay its items.
+
+    The engine holds its lock across an answer's pieces, and a lock must be released by the
+    thread that took it; gradio resumes a generator handler in whichever worker is free, so
+    the answer is produced in one thread and handed over through a queue."""
+    relay: queue.Queue = queue.Queue()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                relay.put(copy.deepcopy(item))
+        except BaseException as err:  # handed to the consumer, raised there
+            relay.put(err)
+        relay.put(done)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := relay.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 class SessionsFull(HermesError):

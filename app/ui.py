@@ -20,7 +20,7 @@ import gradio as gr
 import plotly.io as pio
 
 from app import render
-from app.session import Controls, Session, SessionStore, list_examples
+from app.session import Controls, Session, SessionStore, in_one_thread, list_examples
 from app.settings import Settings
 from hermes import policies
 from hermes.errors import HermesError
@@ -161,7 +161,7 @@ def ask(question: str, request: gr.Request):
     """Stream the answer into the chat; afterwards show where the question looked."""
     try:
         s = _session(request)
-        for _ in s.ask(question):
+        for _ in in_one_thread(s.ask(question)):
             yield _chat_messages(s), "", _status(s), gr.skip(), *([gr.skip()] * 5)
     except HermesError as err:
         s = STORE.peek(request.session_hash)
@@ -182,6 +182,7 @@ def stop(request: gr.Request) -> str:
 
 def health() -> dict:
     """Sessions in use and the process's memory (for operators and the load test)."""
+    STORE.sweep()
     return {"sessions": len(STORE), "max_sessions": SETTINGS.max_sessions, "rss_mb": round(process_rss_mib(), 1)}
 
 

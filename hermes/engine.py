@@ -324,7 +324,8 @@ class StreamEngine:
         return self.last_answer
 
     def ask_stream(self, question: str, max_new_tokens: int | None = None) -> Iterator[str]:
-        """Yield the answer's text piece by piece; ``last_answer`` holds the result after."""
+        """Yield the answer's text piece by piece; ``last_answer`` holds the result after.
+        The engine stays locked until the generator finishes: consume it from one thread."""
         question = check_question(question)
         max_new = self.config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         if not 1 <= max_new <= 1024:

@@ -1,0 +1,88 @@
+"""Load test on loopback: 8 simultaneous gradio_client sessions, each on its own example
+stream, asking about its own stream; the 9th gets the polite busy message; memory stays
+bounded; idle sessions are freed and make room again."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.session import Session
+from app.settings import Settings
+from tests.apphost import AppServer
+
+EXAMPLES = [f"shapestream-{seed}" for seed in range(901, 909)]
+IDLE_S = 8
+
+
+def first_question(example: str) -> dict:
+    meta = json.loads((Path(__file__).resolve().parent.parent / "assets" / "examples" / f"{example}.json").read_text())
+    return meta["questions"][0]  # asked at 7.9 s; the first chunk (up to 7.5 s) answers it
+
+
+def solo_answer(example: str, question: str) -> str:
+    """The same stream and question in this process, alone: what the app must answer."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the server runs, so the arithmetic is the same
+    try:
+        session = Session(Settings())
+        session.load_example(example)
+        session.advance(8.0)
+        return list(session.ask(question))[-1]["answers"]["hermes"]
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def server():
+    app = AppServer(env={"HERMES_MAX_SESSIONS": "8", "HERMES_IDLE_TIMEOUT_S": str(IDLE_S)}).wait()
+    yield app
+    app.stop()
+
+
+def use(url: str, example: str) -> dict:
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    _, status, _, _ = client.predict(example, api_name="/play_example")
+    if "full" in status:
+        return {"example": example, "busy": status}
+    for playhead in (2.0, 4.0, 6.0, 8.0):
+        client.predict(playhead, "global", api_name="/tick")
+    q = first_question(example)
+    reply = client.predict(q["question"], api_name="/ask")[0][-1]["content"][0]["text"]
+    return {"example": example, "question": q, "reply": reply, "trace": client.predict(api_name="/telemetry"),
+            "health": client.predict(api_name="/health")}
+
+
+@pytest.mark.timeout(600)
+def test_eight_sessions_at_once_without_cross_talk_then_a_polite_ninth(server):
+    from gradio_client import Client
+
+    baseline = Client(server.url, verbose=False).predict(api_name="/health")
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda ex: use(server.url, ex), EXAMPLES))
+    for r in results:
+        assert "busy" not in r, r
+        q, trace = r["question"], r["trace"]
+        assert trace["source"] == r["example"]  # its own stream
+        assert [x["question"] for x in trace["lanes"][0]["questions"]] == [q["question"]]
+        assert f"ground truth: **{q['answer']}**" in r["reply"]  # its own ground truth
+        assert f"**hermes**: {solo_answer(r['example'], q['question'])}" in r["reply"]  # as if it were alone
+    health = Client(server.url, verbose=False).predict(api_name="/health")
+    assert health["sessions"] == 8 and health["max_sessions"] == 8
+    # measured ~90 MiB a session on this CPU (decoder buffers, worker-thread allocator arenas)
+    assert health["rss_mb"] < baseline["rss_mb"] + 8 * 128, f"memory per session grew too much: {health}"
+
+    ninth = use(server.url, "shapestream-901")
+    assert "busy" in ninth and "try again" in ninth["busy"]
+
+    time.sleep(IDLE_S + 2)  # everyone idles past the timeout: their sessions are freed
+    assert Client(server.url, verbose=False).predict(api_name="/health")["sessions"] <= 1
+    again = use(server.url, "shapestream-902")
+    assert "busy" not in again

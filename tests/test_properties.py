@@ -1,0 +1,66 @@
+"""Property-based tests (hypothesis): any sequence of ingest / flush / ask, under any policy,
+budget, chunk size and re-index mode (evictions, summary folds and re-indexing happen along
+the way), keeps the cache's invariants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hermes.cache import VIDEO
+from hermes.policies import available
+from tests.conftest import make_engine, random_frames
+
+OPS = st.lists(st.one_of(st.tuples(st.just("ingest"), st.integers(1, 6)), st.tuples(st.just("flush")),
+                         st.tuples(st.just("ask"))), min_size=1, max_size=8)
+
+
+def snapshot(cache) -> list[tuple[torch.Tensor, ...]]:
+    return [(layer.keys.clone(), layer.values.clone(), layer.positions.clone(), layer.frames.clone(),
+             layer.kinds.clone()) for layer in cache.layers if layer.is_initialized]
+
+
+def check_invariants(engine, budget: int) -> None:
+    cache = engine.cache
+    kv_heads_dim = None
+    expected_bytes = 0
+    for layer, held in zip(cache.layers, engine.cache_lengths(), strict=True):
+        n = len(layer)
+        assert engine.policy.name == "full" or held <= budget, f"a layer holds {held} tokens over its budget"
+        assert np.all(np.diff(layer.positions.numpy()) > 0), "positions must strictly increase"
+        assert len(layer.frames) == len(layer.kinds) == len(layer.acc) == n == layer.keys.shape[-2]
+        video = layer.kinds == VIDEO
+        assert torch.all(layer.frames[video] >= 0) and torch.all(layer.frames[video] < engine.frames_seen)
+        kv_heads_dim = layer.keys.shape[1] * layer.keys.shape[-1]
+        expected_bytes += 2 * n * kv_heads_dim * layer.keys.element_size()
+    assert cache.nbytes() == expected_bytes
+
+
+@pytest.mark.timeout(600)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS, policy=st.sampled_from(available()), budget=st.integers(8, 48), chunk=st.integers(1, 4),
+       reindex=st.sampled_from(["lazy", "eager"]), seed=st.integers(0, 2**16))
+def test_any_sequence_of_operations_keeps_the_cache_invariants(backbone, ops, policy, budget, chunk, reindex, seed):
+    max_pos = backbone.language_model.config.max_position_embeddings
+    engine = make_engine(backbone, policy, budget=budget, chunk_frames=chunk, reindex=reindex,
+                         reindex_margin=max_pos - 40, max_new_tokens=2)  # lazy mode re-indexes early too
+    frames = random_frames(40, 16, 16, seed=seed)
+    t = 0
+    for op in ops:
+        if op[0] == "ingest":
+            n = op[1]
+            engine.ingest(frames[t:t + n], np.arange(t, t + n) * 0.5)
+            t += n
+        elif op[0] == "flush":
+            engine.flush()
+        elif engine.frames_seen:
+            before = snapshot(engine.cache)
+            engine.ask("what is on the screen now ?")
+            after = snapshot(engine.cache)
+            assert len(before) == len(after)
+            assert all(torch.equal(a, b) for x, y in zip(before, after, strict=True)
+                       for a, b in zip(x, y, strict=True)), "ask() must leave the cache bit-identical"
+        check_invariants(engine, budget)
