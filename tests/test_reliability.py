@@ -150,3 +150,23 @@ def test_asking_and_changing_the_policy_while_a_chunk_is_ingested_stay_consisten
 def test_controls_carry_the_defaults_of_the_ui():
     c = Controls()
     assert (c.policy, c.budget, c.chunk_frames, c.fps, c.reindex) == ("hermes", 256, 16, 2.0, "lazy")
+
+
+def test_uploads_are_deleted_with_their_session_and_nothing_else_is(tmp_path):
+    from app.session import SessionStore, list_examples
+
+    store = SessionStore(SETTINGS)
+    session = store.get("tab")
+    example = list_examples()[EXAMPLE]
+    upload = write(tmp_path / "upload.mp4", example.read_bytes())  # where gradio puts uploads: a temp dir
+    session.load_file(upload)
+    session.load_file(example)  # a file outside the temp dirs (a local run of the API)
+    store.free("tab")
+    assert not upload.exists() and example.exists()
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/hosts", "shapestream-901; rm -rf /", ""])
+def test_example_names_never_become_paths(name):
+    session = Session(SETTINGS)
+    with pytest.raises(HermesError, match="unknown example"):
+        session.load_example(name)
