@@ -4,6 +4,7 @@ store's cap and idle timeout) and app.py end to end through gradio_client on loo
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from app.session import Controls, Session, SessionsFull, SessionStore, _downscal
 from app.settings import Settings
 from hermes.errors import HermesError, VideoError
 from tests.apphost import AppServer
+from tests.badfiles import BAD_FILES
 
 SETTINGS = Settings()
 EXAMPLE = "shapestream-901"
@@ -211,3 +213,30 @@ def test_end_to_end_example_question_answer_and_telemetry(client, tmp_path):
     assert lane["policy"] == "hermes" and len(lane["chunks"]) == 1
     assert np.asarray(lane["chunks"][0]["kept"]).shape[0] == 12
     assert lane["questions"][0]["question"] == q["question"]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_uploads_show_one_clear_line_in_the_ui_and_the_session_goes_on(client, tmp_path, case):
+    from gradio_client import handle_file
+
+    client.predict(EXAMPLE, api_name="/play_example")
+    client.predict(8.0, "global", api_name="/tick")
+    make, words = BAD_FILES[case]
+    _, status, _, _ = client.predict(handle_file(str(make(tmp_path))), api_name="/upload")
+    assert status.startswith("⚠️ That upload cannot be played:") and "\n" not in status
+    assert re.search(words, status), status
+    status = client.predict(16.0, "global", api_name="/tick")[0]
+    assert EXAMPLE in status and "2 chunks" in status  # the example kept streaming
+
+
+@pytest.mark.parametrize("budget, chunk, fps", [(0, 16, 2.0), (256, 0, 2.0), (256, 16, 0.0), (10**9, 16, 2.0)])
+def test_out_of_range_settings_are_refused_by_the_ui_and_the_stream_goes_on(client, budget, chunk, fps):
+    from gradio_client.exceptions import AppError
+
+    client.predict(EXAMPLE, api_name="/play_example")
+    client.predict(8.0, "global", api_name="/tick")
+    with pytest.raises(AppError, match=r"Value .* is (less|greater) than (minimum|maximum) value"):
+        client.predict(SETTINGS.models[0], "hermes", "off", budget, chunk, fps, 0.1, 0.7, True, True, "lazy",
+                       api_name="/configure")
+    assert "2 chunks" in client.predict(16.0, "global", api_name="/tick")[0]
