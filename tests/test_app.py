@@ -214,6 +214,12 @@ def test_end_to_end_example_question_answer_and_telemetry(client, tmp_path):
     assert np.asarray(lane["chunks"][0]["kept"]).shape[0] == 12
     assert lane["questions"][0]["question"] == q["question"]
 
+    trace_file, figures_file = client.predict("question", api_name="/export")
+    exported = json.loads(Path(trace_file).read_text())
+    assert exported["lanes"][0]["chunks"][0]["kept"] == lane["chunks"][0]["kept"]
+    html = Path(figures_file).read_text()
+    assert html.count('class="plotly-graph-div"') == 5 and "Attention — question:" in html
+
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
