@@ -244,7 +244,7 @@ def build() -> gr.Blocks:
                         example = gr.Dropdown(examples, value=examples[0] if examples else None,
                                               label="Example stream", scale=3)
                         play_btn = gr.Button("▶ Play", variant="primary", scale=1, min_width=80)
-                        stop_btn = gr.Button("⏹ Stop", scale=1, min_width=80)
+                        stop_btn = gr.Button("■ Stop", scale=1, min_width=80)
                     with gr.Tab("Upload"):
                         upload_box = gr.File(label="Upload a video (mp4, webm, mkv, mov)", type="filepath",
                                              elem_id="upload")
@@ -317,7 +317,7 @@ def build() -> gr.Blocks:
         upload_box.upload(upload, [upload_box], [player, status, suggestions, chat], api_name="upload")
         timer.tick(tick, [playhead, view], [status, *plots], js=PLAYHEAD_JS, api_name="tick",
                    show_progress="hidden", concurrency_limit=None)
-        view.change(redraw, [view], plots, api_visibility="private")
+        view.change(redraw, [view], plots, api_visibility="private", show_progress="hidden")
         suggestions.change(lambda q: q or gr.skip(), [suggestions], [question], api_visibility="private")
         gr.on([ask_btn.click, question.submit], ask, [question], [chat, question, status, view, *plots],
               api_name="ask", show_progress="minimal", show_progress_on=[chat])

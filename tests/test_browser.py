@@ -32,6 +32,12 @@ def server():
     app.stop()
 
 
+def sessions(server) -> int:
+    from gradio_client import Client
+
+    return Client(server.url, verbose=False).predict(api_name="/health")["sessions"]
+
+
 def plot_signature(page, elem_id: str) -> str:
     """What a plotly plot currently draws (its traces' z / y data), as a string."""
     return page.evaluate(
@@ -75,10 +81,18 @@ def test_the_page_plays_an_example_draws_memory_and_answers(server):
         page.wait_for_function(
             "() => [...document.querySelectorAll('#chat .message')].some(m => m.innerText.includes('hermes'))",
             timeout=30_000)
+        page.wait_for_function("() => document.querySelector('#attention').innerText.includes('question:')",
+                               timeout=30_000)  # after the answer the map shows where the question looked
         reply = page.locator("#chat .message").last.inner_text()
         assert "hermes" in reply and "ground truth" in reply
         page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=False)
         page.screenshot(path=str(ARTIFACTS / "app-full.png"), full_page=True)
+        assert sessions(server) >= 1
+        page.close()  # closing the tab frees its session (demo.unload)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sessions(server) > 0:
+            time.sleep(1)
+        assert sessions(server) == 0
         browser.close()
 
 
