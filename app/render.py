@@ -172,6 +172,12 @@ def memory_figure(events: Sequence[ChunkEvent], full_kv_bytes: Sequence[int]) ->
                              line={"color": "#999", "width": 1},
                              hovertemplate="t = %{x:.1f} s<br>position %{y}<extra></extra>"),
                   row=1, col=1, secondary_y=True)
+    drops = [i for i in range(1, len(events)) if events[i].max_position < events[i - 1].max_position]
+    if drops:  # positions were compacted after these chunks
+        fig.add_trace(go.Scatter(x=[t[i] for i in drops], y=[events[i].max_position for i in drops], name="re-index",
+                                 mode="markers", marker={"symbol": "triangle-down", "size": 10, "color": "#d62728"},
+                                 hovertemplate="t = %{x:.1f} s<br>re-indexed to %{y}<extra></extra>"),
+                      row=1, col=1, secondary_y=True)
     last = events[-1]
     fig.add_trace(go.Bar(x=np.arange(len(last.cache_lengths)), y=last.cache_lengths, name="tokens",
                          marker_color=[TIER_COLOURS.get(t, TIER_COLOURS["all"]) for t in last.tiers],

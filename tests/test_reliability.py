@@ -170,3 +170,26 @@ def test_example_names_never_become_paths(name):
     session = Session(SETTINGS)
     with pytest.raises(HermesError, match="unknown example"):
         session.load_example(name)
+
+
+def test_stopping_while_another_thread_is_ingesting_leaves_a_consistent_engine():
+    session = Session(SETTINGS)
+    session.load_example(EXAMPLE)
+    started = threading.Event()
+
+    def ingest() -> None:
+        for t in np.arange(0.5, 64.5, 0.5):
+            session.advance(float(t))
+            started.set()
+
+    worker = threading.Thread(target=ingest)
+    worker.start()
+    started.wait(30)
+    session.stop()
+    frozen = len(session.times)
+    worker.join(60)
+    assert len(session.times) == frozen < 128  # nothing was read after the stop
+    engine = session.lanes[0].engine
+    assert len(session.times) == engine.frames_seen + engine.stats()["pending_frames"]
+    if engine.frames_seen:
+        assert list(session.ask("how many shapes have appeared so far ?"))[-1]["answers"]["hermes"]

@@ -119,3 +119,11 @@ def test_latency_figure_plots_ttft_in_ms_and_ingest_speed():
 def test_every_panel_has_a_how_to_read_text():
     assert set(render.READ_ME) == {"attention", "occupancy", "memory", "latency"}
     assert all(len(text) > 80 for text in render.READ_ME.values())
+
+
+def test_memory_figure_marks_re_index_events_where_positions_drop():
+    events = [chunk_event(chunk=i) for i in range(4)]
+    events[2].max_position = 50  # compacted after chunk 2
+    by_name = {t.name: t for t in render.memory_figure(events, [1, 2, 3, 4]).data}
+    assert list(by_name["re-index"].y) == [50]
+    assert "re-index" not in {t.name for t in render.memory_figure(events[:2], [1, 2]).data}
