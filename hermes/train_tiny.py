@@ -259,8 +259,10 @@ system prompt and pseudo-query texts.
 
 Trained with `{command}` on a 2-core CPU: {vision_steps} vision warm-up steps (dense
 per-cell shape/colour targets) then {qa_steps} question-answering steps (one stream of
-16-64 s at 2 fps per step, every question at each chunk boundary, masked to its time),
-AdamW lr {lr}, seed {seed}; {minutes} minutes in the last run, {qa_done} QA steps done.
+16-64 s at 2 fps per step, every question at each chunk boundary, masked to its time;
+plus the dense frame loss and event probes on the decoder's layer-{event_layer} frame tokens:
+appearance, first appearance, appearance rank, colour change and its rank), AdamW lr {lr},
+seed {seed}; {minutes} minutes in the last run, {qa_done} QA steps done.
 
 Accuracy with no eviction on held-out streams (seeds 200-239, 128 frames, full-sequence
 forward, first answer token): {metrics}
@@ -278,11 +280,13 @@ def save_model(bb: Backbone, out: Path, metrics: dict, cfg: TrainConfig) -> None
     (out / HERMES_JSON).write_text(json.dumps({"system_prompt": TINY_SYSTEM_PROMPT,
                                                "pseudo_queries": TINY_PSEUDO_QUERIES,
                                                "metrics": metrics}, indent=1))
-    command = f"python -m hermes.train_tiny --vision-steps {cfg.vision_steps} --qa-steps {cfg.qa_steps}"
+    command = "python -m hermes.train_tiny" + (
+        "" if (cfg.vision_steps, cfg.qa_steps) == (TrainConfig.vision_steps, TrainConfig.qa_steps)
+        else f" --vision-steps {cfg.vision_steps} --qa-steps {cfg.qa_steps}")
     (out / "README.md").write_text(MODEL_CARD.format(
         params=sum(p.numel() for p in bb.model.parameters()) / 1e6, command=command, vision_steps=cfg.vision_steps,
-        qa_steps=cfg.qa_steps, lr=cfg.lr, seed=cfg.seed, minutes=metrics.get("train_minutes_this_run"),
-        qa_done=metrics.get("qa_steps_done"),
+        qa_steps=cfg.qa_steps, lr=cfg.lr, seed=cfg.seed, event_layer=cfg.event_layer,
+        minutes=metrics.get("train_minutes_this_run"), qa_done=metrics.get("qa_steps_done"),
         metrics=", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k in (*CATEGORIES, "all"))))
 
 
