@@ -248,3 +248,20 @@ def test_out_of_range_settings_are_refused_by_the_ui_and_the_stream_goes_on(clie
         client.predict(SETTINGS.models[0], "hermes", "off", budget, chunk, fps, 0.1, 0.7, True, True, "lazy",
                        api_name="/configure")
     assert "2 chunks" in client.predict(16.0, "global", api_name="/tick")[0]
+
+
+@pytest.mark.parametrize("env, first, offered", [
+    ("", "hermes-tiny", ["hermes-tiny", "random-tiny"]),
+    ("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+     ["llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "hermes-tiny", "random-tiny"]),
+    ("someone/unknown-model", "hermes-tiny", ["hermes-tiny", "random-tiny"]),  # never a free hub id
+])
+def test_hermes_model_picks_the_space_model_from_an_allowlist(monkeypatch, env, first, offered):
+    monkeypatch.setenv("HERMES_MODEL", env)
+    models = Settings().models
+    assert models[0] == first and models == offered
+
+
+def test_hermes_model_may_name_a_local_model_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv("HERMES_MODEL", str(tmp_path))
+    assert Settings().models[0] == str(tmp_path)
