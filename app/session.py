@@ -179,10 +179,11 @@ class Session:
             self._start(Source(name, path, probe(path).duration_s, world, suggestions))
             return self.source
 
-    def load_file(self, path: str | Path, name: str | None = None) -> Source:
+    def load_file(self, path: str | Path, name: str | None = None, uploaded: bool = False) -> Source:
         """An uploaded file. Checked (size, container, resolution, duration, complete data,
         first frame decodes) before anything already ingested is dropped: a bad file raises
-        VideoError and changes nothing."""
+        VideoError and changes nothing. `uploaded`: the file is the browser's upload (in
+        gradio's temp dir) and is deleted when the session closes; other files never are."""
         p = Path(path)
         if not p.is_file():
             raise VideoError("the upload did not arrive: no file was received")
@@ -202,7 +203,8 @@ class Session:
         except StopIteration:
             raise VideoError("the video has no frames that could be decoded") from None
         with self.lock:
-            self.uploads.append(p)
+            if uploaded:
+                self.uploads.append(p)
             self._start(Source(name or p.name, p, info.duration_s or 0.0))
             return self.source
 
@@ -363,7 +365,10 @@ class Session:
 
 
 def _in_temp_dir(path: Path) -> bool:
-    """Only files under the system / gradio temp dir are ever deleted."""
+    """A second guard on deleting uploads: only files under the system / gradio temp dir,
+    and never the bundled examples (a checkout may itself live under /tmp)."""
+    if path.resolve().is_relative_to(EXAMPLES.resolve()):
+        return False
     roots = {Path(tempfile.gettempdir()).resolve()}
     if os.environ.get("GRADIO_TEMP_DIR"):
         roots.add(Path(os.environ["GRADIO_TEMP_DIR"]).resolve())

@@ -128,7 +128,7 @@ def upload(path: str | None, request: gr.Request):
         s = _session(request)
         if not path:
             raise HermesError("no file was received")
-        source = s.load_file(path, name=Path(path).name)
+        source = s.load_file(path, name=Path(path).name, uploaded=True)
     except HermesError as err:
         gr.Warning(str(err))
         message = f"⚠️ That upload cannot be played: {err}. Nothing else changed."
