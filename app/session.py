@@ -313,13 +313,10 @@ class Session:
 
     def ask(self, question: str) -> Iterator[dict]:
         """Stream the answer(s): yields the growing chat entry after every decoded piece."""
-        question = (question or "").strip()
-        if not question:
-            raise HermesError("the question is empty: type something to ask about the video")
-        if len(question) > self.settings.max_question_chars:
-            raise HermesError(f"the question is too long ({len(question)} characters; at most "
+        if isinstance(question, str) and len(question.strip()) > self.settings.max_question_chars:
+            raise HermesError(f"the question is too long ({len(question.strip())} characters; at most "
                               f"{self.settings.max_question_chars})")
-        question = check_question(question)  # the engine's rules: valid UTF-8, no control characters
+        question = check_question(question)  # the engine's rules: not empty, valid UTF-8, no control characters
         with self.lock:
             self.touched = time.monotonic()
             if self.memory_time() is None:
@@ -344,14 +341,14 @@ class Session:
     def status(self) -> dict:
         ingested = self.times[-1] if self.times else 0.0
         lane = self.lanes[0]
-        pending = lane.engine.stats()["pending_frames"]
+        stats = lane.engine.stats()
         behind = max(0.0, self.playhead - ingested - 1.0 / self.controls.fps) if self._frames is not None else 0.0
         return {"source": self.source.name if self.source else None,
                 "duration_s": self.source.duration_s if self.source else 0.0,
                 "playhead_s": round(self.playhead, 2), "ingested_s": round(ingested, 2),
-                "frames": len(self.times), "pending_frames": pending, "chunks": len(lane.events),
+                "frames": len(self.times), "pending_frames": stats["pending_frames"], "chunks": len(lane.events),
                 "behind_s": round(behind, 2), "ended": self.ended, "notice": self.notice,
-                "kv_bytes": lane.engine.cache.nbytes(), "cache_lengths": lane.engine.cache_lengths(),
+                "kv_bytes": stats["kv_bytes"], "cache_lengths": stats["cache_lengths"],
                 "policies": [ln.policy for ln in self.lanes]}
 
     def trace(self) -> dict:
@@ -367,12 +364,12 @@ class Session:
 def _in_temp_dir(path: Path) -> bool:
     """A second guard on deleting uploads: only files under the system / gradio temp dir,
     and never the bundled examples (a checkout may itself live under /tmp)."""
-    if path.resolve().is_relative_to(EXAMPLES.resolve()):
+    resolved = path.resolve()
+    if resolved.is_relative_to(EXAMPLES.resolve()):
         return False
     roots = {Path(tempfile.gettempdir()).resolve()}
     if os.environ.get("GRADIO_TEMP_DIR"):
         roots.add(Path(os.environ["GRADIO_TEMP_DIR"]).resolve())
-    resolved = path.resolve()
     return any(resolved.is_relative_to(root) for root in roots)
 
 

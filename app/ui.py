@@ -45,11 +45,12 @@ def _session(request: gr.Request) -> Session:
 
 
 def _status(s: Session | None, message: str = "") -> str:
-    if s is None:
-        return message
-    st = s.status()
+    """The status line: a warning when `message` is given, else what the session holds."""
     if message:
         return f"⚠️ {message}"
+    if s is None:
+        return ""
+    st = s.status()
     if st["source"] is None:
         return "Choose an example stream, upload a video or start the webcam."
     parts = [f"**{st['source']}** — memory holds {st['ingested_s']:.1f} s ({st['frames']} frames, "
@@ -117,7 +118,7 @@ def play_example(name: str, request: gr.Request):
         s = _session(request)
         source = s.load_example(name)
     except HermesError as err:
-        return gr.skip(), _status(None, f"⚠️ {err}"), gr.skip(), gr.skip()
+        return gr.skip(), _status(None, str(err)), gr.skip(), gr.skip()
     choices = [q["question"] for q in source.suggestions]
     return (str(source.path), _status(s), gr.update(choices=sorted(set(choices), key=choices.index), value=None),
             [])
@@ -131,7 +132,7 @@ def upload(path: str | None, request: gr.Request):
         source = s.load_file(path, name=Path(path).name, uploaded=True)
     except HermesError as err:
         gr.Warning(str(err))
-        message = f"⚠️ That upload cannot be played: {err}. Nothing else changed."
+        message = f"That upload cannot be played: {err}. Nothing else changed."
         return gr.skip(), _status(None, message), gr.skip(), gr.skip()
     return str(source.path), _status(s), gr.update(choices=[], value=None), []
 
@@ -193,7 +194,7 @@ def webcam_frame(frame, request: gr.Request):
         s = _session(request)
         s.add_webcam_frame(frame)
     except HermesError as err:
-        return _status(None, str(err))
+        return str(err)
     return _status(s)
 
 
@@ -206,7 +207,7 @@ def configure(model, policy, compare, budget, chunk, fps, shallow, deep, smoothi
         s = _session(request)
         s.configure(controls)
     except HermesError as err:
-        return [_status(None, f"⚠️ settings not applied: {err}"), [], gr.skip()] + [gr.skip()] * 5
+        return [_status(None, f"settings not applied: {err}"), [], gr.skip()] + [gr.skip()] * 5
     return [_status(s), [], gr.update(visible=bool(controls.compare)), *_figures(s)]
 
 

@@ -288,6 +288,7 @@ def _pyav_frames(p: Path, fps: float, decoded: list[float], size: tuple[int, int
     sampler = _Sampler(fps)
     if after is not None:
         sampler.take(after)
+    scale = {"width": size[0], "height": size[1]} if size else {}
     with av.open(str(p)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -295,7 +296,6 @@ def _pyav_frames(p: Path, fps: float, decoded: list[float], size: tuple[int, int
             t = max(float(frame.time or 0.0), 0.0)
             decoded[:] = [t]
             if (after is None or t > after + _EPS) and sampler.take(t):
-                scale = {"width": size[0], "height": size[1]} if size else {}
                 yield frame.to_ndarray(format="rgb24", **scale), t
 
 
