@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench figures clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ test: $(VENV)/.test-deps
 
 bench: $(VENV)/.deps
 	$(PY) analysis/bench_engine.py
+
+# Every committed study under analysis/results/ (about 20 minutes on 2 CPU cores); see analysis/README.md.
+figures: $(VENV)/.deps
+	$(PY) -m analysis.mechanistic
+	$(PY) -m analysis.efficiency
+	$(PY) -m analysis.accuracy
+	$(PY) -m analysis.ablations
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -3,12 +3,15 @@
     python analysis/accuracy.py                         # hermes-tiny, every policy, ~5 min
     python analysis/accuracy.py --streams 4 --quick     # smoke run
     python analysis/accuracy.py --benchmark bench.json --model DIR_OR_HUB_ID
+    torchrun --nproc_per_node 2 -m analysis.accuracy    # streams shared out over 2 processes
 
 ShapeStream mode: streams with seeds 0..N-1 (training uses seeds >= 1,000,000), 64-128
 frames at 2 fps. Every policy runs at budgets of 12.5%, 25% and 50% of the stream's video
 tokens, plus `full`. The engine ingests the stream chunk by chunk and answers each question
 when the stream reaches its time (greedy, first word compared with the answer). Writes
-analysis/results/accuracy.md, accuracy.csv and accuracy.png.
+analysis/results/accuracy.md, accuracy.csv and accuracy.png (or to --out). Started with
+torchrun / accelerate launch, every (policy, budget, stream) unit goes to one process and
+rank 0 merges them in order: the table is the one a single process writes.
 
 Benchmark mode reads the unified streaming-benchmark schema, a JSON list of
 {video_id, video_path, conversations: [{question, answer, choices?, end_time, task}]}, and
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 import time
 from collections import defaultdict
@@ -32,6 +36,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from analysis import shard
 from hermes.backbones import Backbone, load_backbone
 from hermes.engine import load_engine
 from hermes.errors import HermesError
@@ -65,11 +70,17 @@ def first_word(text: str) -> str:
     return words[0] if words else ""
 
 
+def template(question: str) -> str:
+    """The question with its shape names replaced by X: one row per ShapeStream template."""
+    return re.sub("|".join(SHAPES), "X", question)
+
+
 @dataclass
 class Run:
     policy: str
     fraction: float | None  # None: full
     hits: dict[str, list[bool]]
+    templates: dict[str, list[bool]] | None = None  # template -> hits
 
     def accuracy(self, category: str | None = None) -> float:
         if isinstance(self.hits, Scores):
@@ -82,12 +93,14 @@ class Scores(dict):
     """Accuracies read back from accuracy.csv (category or "all" -> accuracy)."""
 
 
-def run_stream(backbone: Backbone, stream, policy: str, fraction: float | None, hits: dict) -> None:
-    """Ingest one stream in chunks; answer each question when the stream reaches its time."""
+def run_stream(backbone: Backbone, stream, policy: str, fraction: float | None, hits: dict,
+               templates: dict | None = None, **config: object) -> None:
+    """Ingest one stream in chunks; answer each question when the stream reaches its time.
+    `config`: HermesConfig fields (the ablations switch them)."""
     video_tokens = len(stream.frames) * backbone.tokens_per_frame + -(-len(stream.frames) // CHUNK)
     budget = None if fraction is None else max(8, int(fraction * video_tokens))
     engine = load_engine(backbone, policy=policy, budget=budget, chunk_frames=CHUNK, fps=FPS, max_new_tokens=2,
-                         record_question_attention=False)
+                         record_question_attention=False, **config)
     by_time = defaultdict(list)
     for q in stream.questions:
         by_time[q.time].append(q)
@@ -99,6 +112,8 @@ def run_stream(backbone: Backbone, stream, policy: str, fraction: float | None, 
         done = upto
         for q in by_time[t]:
             hits[q.category].append(first_word(engine.ask(q.question).text) == q.answer)
+            if templates is not None:
+                templates[template(q.question)].append(hits[q.category][-1])
 
 
 def held_out_streams(n: int, size: tuple[int, int] = (64, 64)) -> list:
@@ -114,12 +129,51 @@ def chance_levels(questions: list[Question]) -> tuple[dict, dict]:
 def replot(args: argparse.Namespace) -> None:
     """Redraw accuracy.png from accuracy.csv (no model runs)."""
     suffix = "_quick" if args.quick else ""
-    with (RESULTS / f"accuracy{suffix}.csv").open() as fh:
+    with (Path(args.out) / f"accuracy{suffix}.csv").open() as fh:
         runs = [Run(row["policy"], None if row["policy"] == "full" else float(row["budget_fraction"]),
                     Scores({k: float(v) for k, v in row.items() if k not in ("policy", "budget_fraction")}))
                 for row in csv.DictReader(fh)]
     questions = [q for s in held_out_streams(args.streams, size=(2, 2)) for q in s.questions]
-    plot(runs, chance_levels(questions)[0], RESULTS / f"accuracy{suffix}.png")
+    plot(runs, chance_levels(questions)[0], Path(args.out) / f"accuracy{suffix}.png")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of a sweep: a policy at a budget, with engine config overrides."""
+
+    label: str
+    policy: str
+    fraction: float | None
+    config: tuple[tuple[str, object], ...] = ()
+
+
+def sweep(backbone: Backbone, streams: list, settings: list[Setting], desc: str = "accuracy") -> list[Run] | None:
+    """Every setting on every stream, (setting, stream) units shared out across torchrun
+    processes; rank 0 gets one Run per setting (others None)."""
+    w = shard.world()
+    units = [(a, b) for a in range(len(settings)) for b in range(len(streams))]
+    results = []
+    for index, (a, b) in tqdm(shard.mine(units, w), desc=desc, unit="stream", disable=not w.main):
+        hits: dict[str, list[bool]] = defaultdict(list)
+        templates: dict[str, list[bool]] = defaultdict(list)
+        st = settings[a]
+        run_stream(backbone, streams[b], st.policy, st.fraction, hits, templates, **dict(st.config))
+        results.append((index, (dict(hits), dict(templates))))
+    merged = shard.gather(results, w)
+    shard.close(w)
+    if merged is None:
+        return None
+    runs = []
+    for a, st in enumerate(settings):
+        hits, templates = defaultdict(list), defaultdict(list)
+        for (unit_a, _), (h, t) in zip(units, merged, strict=True):
+            if unit_a == a:
+                for key, values in h.items():
+                    hits[key] += values
+                for key, values in t.items():
+                    templates[key] += values
+        runs.append(Run(st.label, st.fraction, dict(hits), dict(templates)))
+    return runs
 
 
 def shapestream(args: argparse.Namespace) -> None:
@@ -129,25 +183,39 @@ def shapestream(args: argparse.Namespace) -> None:
     configs = [("full", None)] + [(p, f) for p in available() if p != "full" for f in FRACTIONS]
     if args.quick:
         configs = [("full", None), ("fifo", 0.25), ("hermes", 0.25)]
-    runs = []
-    bar = tqdm(total=len(configs) * len(streams), desc="accuracy", unit="stream")
-    for policy, fraction in configs:
-        hits: dict[str, list[bool]] = defaultdict(list)
-        for stream in streams:
-            run_stream(backbone, stream, policy, fraction, hits)
-            bar.update(1)
-        runs.append(Run(policy, fraction, dict(hits)))
-        bar.set_postfix(last=f"{policy}@{fraction}: {runs[-1].accuracy():.3f}")
-    bar.close()
+    runs = sweep(backbone, streams, [Setting(p, p, f) for p, f in configs])
+    if runs is None:
+        return
     chance, counts = chance_levels(questions)
-    write_results(runs, chance, counts, args, len(streams), len(questions))
+    write_results(runs, chance, counts, args, len(streams), len(questions), questions)
+
+
+def template_table(runs: list[Run], questions: list[Question]) -> list[str]:
+    """Markdown rows: accuracy per question template for `full` and every policy at the
+    smallest budget (where eviction shows), with the template's chance level."""
+    fraction = min((r.fraction for r in runs if r.fraction is not None), default=None)
+    shown = [r for r in runs if r.templates and (r.fraction is None or r.fraction == fraction)]
+    if not shown:
+        return []
+    by_template = defaultdict(list)
+    for q in questions:
+        by_template[template(q.question)].append(q)
+    names = [r.policy if r.fraction is None else f"{r.policy} {100 * r.fraction:g}%" for r in shown]
+    lines = ["", "Per question template (the weakest rows say what limits the model):", "",
+             "| template | category | n | chance | " + " | ".join(names) + " |", "|" + "---|" * (4 + len(names))]
+    for name, qs in by_template.items():
+        chance = np.mean([1 / n_options(q) for q in qs])
+        cells = [f"{np.mean(r.templates[name]):.3f}" if r.templates.get(name) else "-" for r in shown]
+        lines.append(f"| {name} | {qs[0].category} | {len(qs)} | {chance:.3f} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_results(runs: list[Run], chance: dict, counts: dict, args: argparse.Namespace, n_streams: int,
-                  n_questions: int) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+                  n_questions: int, questions: list[Question] | None = None) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
-    with (RESULTS / f"accuracy{suffix}.csv").open("w", newline="") as fh:
+    with (out / f"accuracy{suffix}.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["policy", "budget_fraction", "all", *CATEGORIES])
         for r in runs:
@@ -172,8 +240,9 @@ def write_results(runs: list[Run], chance: dict, counts: dict, args: argparse.Na
         budget = "100% (full)" if r.fraction is None else f"{100 * r.fraction:g}%"
         lines.append(f"| {r.policy} | {budget} | {r.accuracy():.3f} | "
                      + " | ".join(f"{r.accuracy(c):.3f}" for c in CATEGORIES) + " |")
-    (RESULTS / f"accuracy{suffix}.md").write_text("\n".join(lines) + "\n")
-    plot(runs, chance, RESULTS / f"accuracy{suffix}.png")
+    lines += template_table(runs, questions or [])
+    (out / f"accuracy{suffix}.md").write_text("\n".join(lines) + "\n")
+    plot(runs, chance, out / f"accuracy{suffix}.png")
     print("\n".join(lines))
 
 
@@ -288,13 +357,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=int, default=None, help="benchmark mode: tokens per layer")
     parser.add_argument("--fps", type=float, default=0.5, help="benchmark mode: sampling rate")
     parser.add_argument("--max-new-tokens", type=int, default=8)
-    parser.add_argument("--out", help="benchmark mode: result file")
+    parser.add_argument("--out", help="result folder (benchmark mode: result file); default analysis/results")
     args = parser.parse_args(argv)
     if args.benchmark:
         benchmark(args)
     elif args.replot:
+        args.out = args.out or RESULTS
         replot(args)
     else:
+        args.out = args.out or RESULTS
         shapestream(args)
 
 

@@ -5,6 +5,7 @@
     fig = render.occupancy_map(chunk_event, times)               # tokens kept, coloured by tier
     fig = render.memory_figure(chunk_events, full_kv_bytes)      # KV now vs a full cache
     fig = render.latency_figure(chunk_events, question_events)   # TTFT, tokens/s, ingest speed
+    fig = render.study_figure(study)                             # analysis.mechanistic on this stream
 
 Every function accepts "nothing yet" (None or empty lists) and returns a readable empty
 figure with a hint instead. `times` maps a stream frame index to its time in seconds.
@@ -19,6 +20,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from analysis.mechanistic import Study
 from hermes.telemetry import ChunkEvent, QuestionEvent
 
 TIER_COLOURS = {"shallow": "#2b8cbe", "middle": "#e6550d", "deep": "#756bb1", "all": "#31a354"}
@@ -39,6 +41,10 @@ READ_ME = {
     "memory": "KV cache bytes now versus what a cache without eviction would hold for the same stream, "
               "and the largest position id in use. A drop in the position line is a re-index: positions "
               "were compacted so they never outgrow the model's range.",
+    "study": "The paper's mechanistic picture on this stream: a FIFO cache of the chosen budget, and for every "
+             "question, where each layer's attention fell by distance from the newest frame (log colour: each "
+             "step is 10x). Bright cells at the left are short-term memory (the latest frames); bright cells "
+             "spread to the right are long-term anchors.",
     "latency": "Time to first token of every answer (ms), answer speed (tokens/s) and ingest speed "
                "(frames/s per chunk). With a bounded cache, TTFT stays flat however long the stream.",
 }
@@ -214,3 +220,26 @@ def latency_figure(events: Sequence[ChunkEvent], questions: Sequence[QuestionEve
     fig.update_yaxes(title_text="frames/s", row=1, col=2, rangemode="tozero")
     fig.update_layout(legend={"orientation": "h", "y": -0.25})
     return _layout(fig, title)
+
+
+def study_figure(study: Study | None, title: str = "Question attention by distance (FIFO cache)") -> go.Figure:
+    """The mechanistic study's heatmap: layer x distance from the newest video token (frames
+    back), log colour, with the per-layer share on the newest 10% of tokens in the hover."""
+    if study is None or study.n_questions == 0:
+        return empty_figure(title, "press Run to measure where each layer looks on this stream")
+    heat = np.asarray(study.heatmap, dtype=np.float64)  # (L, bins)
+    edges = np.asarray(study.edges, dtype=np.float64) / max(1, study.tokens_per_frame)
+    x = (edges[:-1] + edges[1:]) / 2
+    z = np.log10(np.maximum(heat, LOG_FLOOR))
+    hover = [[f"layer {i} ({study.tiers[i] if study.tiers else ''}) · {edges[j]:.0f}-{edges[j + 1]:.0f} frames "
+              f"back · attention {heat[i, j]:.2e} · newest 10%: {study.recent_share[i]:.0%}"
+              for j in range(heat.shape[1])] for i in range(heat.shape[0])]
+    decades = list(range(int(np.log10(LOG_FLOOR)), 1))
+    fig = go.Figure(go.Heatmap(
+        z=z, x=x, y=np.arange(heat.shape[0]), text=hover, hoverinfo="text", colorscale="Magma",
+        zmin=np.log10(LOG_FLOOR), zmax=0.0,
+        colorbar={"title": "attention", "tickvals": decades, "ticktext": [f"1e{d}" for d in decades]},
+    ))
+    fig.update_xaxes(title="frames back from the newest frame")
+    _layer_axis(fig, heat.shape[0])
+    return _layout(fig, f"{title}: {study.n_questions} questions", height=HEIGHT + 40)

@@ -8,6 +8,7 @@ No gradio and no tensors here: the UI calls these methods and draws what they re
     s.advance(playhead=12.5)                 # ingest every frame up to the player's time
     for text in s.ask("which shape appeared first ?"): ...
     s.trace()                                # events + Q&A, JSON-ready
+    s.study(budget=256)                      # the mechanistic study on the stream so far
 
 Pacing: the browser reports the player's current time; `advance` decodes and ingests
 frames up to it (at most `max_chunks_per_tick` chunks per call), so plots describe what
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import hermes
+from analysis.mechanistic import Study, distance_edges, study_stream, summarise
 from app.settings import Settings
 from hermes import synthetic
 from hermes.backbones import Backbone, load_backbone
@@ -333,6 +335,49 @@ class Session:
                 entry["answers"][lane.policy] = lane.engine.last_answer.text
                 entry["ttft_ms"][lane.policy] = round(lane.engine.last_answer.ttft_s * 1e3, 1)
             yield entry
+
+    # ---- study ----------------------------------------------------------------------------
+    def study(self, budget: int | None = None, bins: int = 32) -> Study:
+        """analysis.mechanistic on this session's stream so far: the file is decoded again up to
+        the newest frame in memory and streamed through a FIFO cache of `budget` tokens per
+        layer (default: the session's budget); the chat's questions are asked where they were
+        asked, with the example's suggested questions up to now (else the model's local
+        pseudo-query after every chunk). Raises HermesError with what to do when it cannot run."""
+        with self.lock:
+            source, seen = self.source, self.memory_time()
+            if source is not None and source.path is None:
+                raise HermesError("the study reads the video again, and the webcam keeps no frames: "
+                                  "play an example or upload a file")
+            if source is None or seen is None:
+                raise HermesError("nothing has streamed yet: play a video, wait for the first chunk, "
+                                  "then run the study")
+            budget = int(budget or self.controls.budget)
+            if not 16 <= budget <= 65536:
+                raise HermesError(f"the study's budget must be 16-65536 tokens per layer, got {budget}")
+            questions = [(float(e["time"]), e["question"]) for e in self.chat]
+            questions += [(float(q["time"]), q["question"]) for q in source.suggestions if float(q["time"]) <= seen]
+            backbone = shared_backbone(self.controls.model, self.settings.models)
+            chunk = self.controls.chunk_frames
+            frames_iter = self._open(source.path)
+        frames, times = [], []
+        for frame, t in frames_iter:
+            if t > seen + 1e-6:
+                break
+            frames.append(frame)
+            times.append(t)
+        if not questions:
+            local = backbone.pseudo_queries["local"]
+            questions = [(times[i], local) for i in range(chunk - 1, len(times), chunk)]
+        profiles, summaries = study_stream(backbone, np.stack(frames), np.array(times), questions, budget, bins, chunk)
+        if not profiles:
+            held = len(frames) * backbone.tokens_per_frame
+            raise HermesError(f"no question found the FIFO cache full: the stream so far holds {held} video tokens, "
+                              f"and the study needs more than the budget ({budget}) before a question; play further "
+                              "or choose a smaller budget")
+        tiering = hermes.policies.get("hermes", shallow_ratio=self.controls.shallow_ratio,
+                                      deep_ratio=self.controls.deep_ratio)  # the tiers HERMES would give
+        tiers = [tiering.tier(i, backbone.n_layers) for i in range(backbone.n_layers)]
+        return summarise(profiles, summaries, distance_edges(budget, bins), backbone.tokens_per_frame, tiers)
 
     # ---- views ----------------------------------------------------------------------------
     def questions(self, lane: int = 0) -> list[QuestionEvent]:

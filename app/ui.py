@@ -19,9 +19,11 @@ from pathlib import Path
 import gradio as gr
 import plotly.io as pio
 
+from analysis import mechanistic
 from app import render
 from app.session import Controls, Session, SessionStore, in_one_thread, list_examples
 from app.settings import Settings
+from app.study import committed
 from hermes import policies
 from hermes.errors import HermesError
 from hermes.telemetry import process_rss_mib
@@ -181,6 +183,15 @@ def stop(request: gr.Request) -> str:
     return _status(s)
 
 
+def run_study(budget: float, request: gr.Request):
+    """The mechanistic study on this session's stream; errors come back as text under the plot."""
+    try:
+        study = _session(request).study(int(budget))
+    except HermesError as err:
+        return render.study_figure(None), f"**Cannot run the study:** {err}"
+    return render.study_figure(study), mechanistic.reading(study)
+
+
 def health() -> dict:
     """Sessions in use and the process's memory (for operators and the load test)."""
     STORE.sweep()
@@ -236,77 +247,95 @@ def build() -> gr.Blocks:
     names = policies.available()
     with gr.Blocks(title="HERMES Studio", delete_cache=(600, 3600)) as demo:
         gr.Markdown("## HERMES Studio — watch a video stream into a layered KV-cache memory, then ask it")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=4, min_width=360):
-                player = gr.Video(elem_id="player", autoplay=True, interactive=False, loop=False, height=260,
-                                  label="Player")
-                with gr.Tabs():
-                    with gr.Tab("Examples"), gr.Row():
-                        example = gr.Dropdown(examples, value=examples[0] if examples else None,
-                                              label="Example stream", scale=3)
-                        play_btn = gr.Button("▶ Play", variant="primary", scale=1, min_width=80)
-                        stop_btn = gr.Button("■ Stop", scale=1, min_width=80)
-                    with gr.Tab("Upload"):
-                        upload_box = gr.File(label="Upload a video (mp4, webm, mkv, mov)", type="filepath",
-                                             elem_id="upload")
-                    with gr.Tab("Webcam"):
-                        cam = gr.Image(sources=["webcam"], streaming=True, label="Webcam", height=200,
-                                       webcam_options=gr.WebcamOptions(mirror=False))
-                status = gr.Markdown("Loading…", elem_id="status")
-            with gr.Column(scale=5, min_width=420):
-                chat = gr.Chatbot(label="Ask about the stream", height=260, elem_id="chat")
+        with gr.Tabs(elem_id="main-tabs"):
+            with gr.Tab("Live", elem_id="live-tab"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=4, min_width=360):
+                        player = gr.Video(elem_id="player", autoplay=True, interactive=False, loop=False, height=260,
+                                          label="Player")
+                        with gr.Tabs():
+                            with gr.Tab("Examples"), gr.Row():
+                                example = gr.Dropdown(examples, value=examples[0] if examples else None,
+                                                      label="Example stream", scale=3)
+                                play_btn = gr.Button("▶ Play", variant="primary", scale=1, min_width=80)
+                                stop_btn = gr.Button("■ Stop", scale=1, min_width=80)
+                            with gr.Tab("Upload"):
+                                upload_box = gr.File(label="Upload a video (mp4, webm, mkv, mov)", type="filepath",
+                                                     elem_id="upload")
+                            with gr.Tab("Webcam"):
+                                cam = gr.Image(sources=["webcam"], streaming=True, label="Webcam", height=200,
+                                               webcam_options=gr.WebcamOptions(mirror=False))
+                        status = gr.Markdown("Loading…", elem_id="status")
+                    with gr.Column(scale=5, min_width=420):
+                        chat = gr.Chatbot(label="Ask about the stream", height=260, elem_id="chat")
+                        with gr.Row():
+                            question = gr.Textbox(placeholder="e.g. what colour is the circle now ?", show_label=False,
+                                                  scale=4, elem_id="question", max_length=SETTINGS.max_question_chars)
+                            ask_btn = gr.Button("Ask", scale=1, elem_id="ask")
+                        suggestions = gr.Dropdown([], label="Suggested questions (ShapeStream: ground truth shown)",
+                                                  allow_custom_value=False)
+                        with gr.Accordion("Engine settings (apply restarts the stream)", open=False):
+                            with gr.Row():
+                                model = gr.Dropdown(SETTINGS.models, value=SETTINGS.models[0], label="model",
+                                                    info="allowlisted models only")
+                                policy = gr.Dropdown(names, value="hermes", label="policy",
+                                                     info="how each layer chooses what to keep")
+                                compare = gr.Dropdown(["off", *names], value="off", label="compare with",
+                                                      info="a second policy on the same stream")
+                            with gr.Row():
+                                budget = gr.Slider(16, 4096, value=256, step=16, label="budget (tokens per layer)")
+                                chunk = gr.Slider(1, 64, value=16, step=1, label="chunk (frames)")
+                                fps = gr.Slider(0.5, 10, value=2.0, step=0.5, label="fps sampled")
+                            with gr.Row():
+                                shallow = gr.Slider(0, 1, value=0.1, step=0.05, label="shallow ratio",
+                                                    info="layers below are shallow (keep recent)")
+                                deep = gr.Slider(0, 1, value=0.7, step=0.05, label="deep ratio",
+                                                 info="layers from here are deep (keep anchors)")
+                            with gr.Row():
+                                smoothing = gr.Checkbox(True, label="cross-layer smoothing")
+                                summary = gr.Checkbox(True, label="summary token (deep layers)")
+                                reindex = gr.Radio(["lazy", "eager"], value="lazy", label="re-index positions")
+                            apply_btn = gr.Button("Apply")
                 with gr.Row():
-                    question = gr.Textbox(placeholder="e.g. what colour is the circle now ?", show_label=False,
-                                          scale=4, elem_id="question", max_length=SETTINGS.max_question_chars)
-                    ask_btn = gr.Button("Ask", scale=1, elem_id="ask")
-                suggestions = gr.Dropdown([], label="Suggested questions (ShapeStream: ground truth shown)",
-                                          allow_custom_value=False)
-                with gr.Accordion("Engine settings (apply restarts the stream)", open=False):
+                    with gr.Column():
+                        view = gr.Radio(list(ATTENTION_VIEWS), value="global", label="attention of", elem_id="view",
+                                        container=False, info="the latest pseudo-queries, or the last question")
+                        att_plot = gr.Plot(elem_id="attention", show_label=False)
+                        gr.Markdown(render.READ_ME["attention"], elem_classes="readme")
+                    with gr.Column():
+                        occ_plot = gr.Plot(elem_id="occupancy", show_label=False)
+                        with gr.Column(visible=False) as compare_col:  # compare mode: the second policy's map
+                            occ_b_plot = gr.Plot(elem_id="occupancy-b", show_label=False)
+                        gr.Markdown(render.READ_ME["occupancy"], elem_classes="readme")
+                with gr.Row():
+                    with gr.Column():
+                        mem_plot = gr.Plot(elem_id="memory", show_label=False)
+                        gr.Markdown(render.READ_ME["memory"], elem_classes="readme")
+                    with gr.Column():
+                        lat_plot = gr.Plot(elem_id="latency", show_label=False)
+                        gr.Markdown(render.READ_ME["latency"], elem_classes="readme")
+                with gr.Accordion("Export and help", open=False):
                     with gr.Row():
-                        model = gr.Dropdown(SETTINGS.models, value=SETTINGS.models[0], label="model",
-                                            info="allowlisted models only")
-                        policy = gr.Dropdown(names, value="hermes", label="policy",
-                                             info="how each layer chooses what to keep")
-                        compare = gr.Dropdown(["off", *names], value="off", label="compare with",
-                                              info="a second policy on the same stream")
-                    with gr.Row():
-                        budget = gr.Slider(16, 4096, value=256, step=16, label="budget (tokens per layer)")
-                        chunk = gr.Slider(1, 64, value=16, step=1, label="chunk (frames)")
-                        fps = gr.Slider(0.5, 10, value=2.0, step=0.5, label="fps sampled")
-                    with gr.Row():
-                        shallow = gr.Slider(0, 1, value=0.1, step=0.05, label="shallow ratio",
-                                            info="layers below are shallow (keep recent)")
-                        deep = gr.Slider(0, 1, value=0.7, step=0.05, label="deep ratio",
-                                         info="layers from here are deep (keep anchors)")
-                    with gr.Row():
-                        smoothing = gr.Checkbox(True, label="cross-layer smoothing")
-                        summary = gr.Checkbox(True, label="summary token (deep layers)")
-                        reindex = gr.Radio(["lazy", "eager"], value="lazy", label="re-index positions")
-                    apply_btn = gr.Button("Apply")
-        with gr.Row():
-            with gr.Column():
-                view = gr.Radio(list(ATTENTION_VIEWS), value="global", label="attention of", elem_id="view",
-                                container=False, info="the latest pseudo-queries, or the last question")
-                att_plot = gr.Plot(elem_id="attention", show_label=False)
-                gr.Markdown(render.READ_ME["attention"], elem_classes="readme")
-            with gr.Column():
-                occ_plot = gr.Plot(elem_id="occupancy", show_label=False)
-                with gr.Column(visible=False) as compare_col:  # compare mode: the second policy's map
-                    occ_b_plot = gr.Plot(elem_id="occupancy-b", show_label=False)
-                gr.Markdown(render.READ_ME["occupancy"], elem_classes="readme")
-        with gr.Row():
-            with gr.Column():
-                mem_plot = gr.Plot(elem_id="memory", show_label=False)
-                gr.Markdown(render.READ_ME["memory"], elem_classes="readme")
-            with gr.Column():
-                lat_plot = gr.Plot(elem_id="latency", show_label=False)
-                gr.Markdown(render.READ_ME["latency"], elem_classes="readme")
-        with gr.Accordion("Export and help", open=False):
-            with gr.Row():
-                export_btn = gr.Button("Export trace + figures")
-                files = gr.File(label="downloads", file_count="multiple")
-            gr.Markdown(SETTINGS.help_text())
-            api_json = gr.JSON(visible=False)
+                        export_btn = gr.Button("Export trace + figures")
+                        files = gr.File(label="downloads", file_count="multiple")
+                    gr.Markdown(SETTINGS.help_text())
+                    api_json = gr.JSON(visible=False)
+            with gr.Tab("Study", elem_id="study-tab"):
+                gr.Markdown("The paper's studies, reproduced by the scripts in `analysis/` (`make figures` "
+                            "regenerates them all). First, the mechanistic study on **this session's stream**: "
+                            "a FIFO cache of the budget below; where did each layer's question attention fall?")
+                with gr.Row():
+                    study_budget = gr.Slider(16, 4096, value=256, step=16, label="FIFO budget (tokens per layer)",
+                                             scale=3)
+                    study_btn = gr.Button("Run on this stream", elem_id="study-run", scale=1)
+                study_plot = gr.Plot(elem_id="study-plot", show_label=False)
+                study_text = gr.Markdown(render.READ_ME["study"], elem_id="study-reading")
+                for fig in committed():
+                    gr.Markdown(f"### {fig.title}")
+                    if fig.png is not None:
+                        gr.Image(str(fig.png), show_label=False, interactive=False, elem_id=f"study-{fig.name}")
+                    with gr.Accordion("numbers and reading", open=fig.png is None):
+                        gr.Markdown(fig.notes)
         playhead = gr.Number(0.0, visible=False)
         timer = gr.Timer(SETTINGS.tick_s)
 
@@ -327,6 +356,7 @@ def build() -> gr.Blocks:
                                     reindex], [status, chat, compare_col, *plots], api_name="configure").then(
             None, None, None, js=RESTART_JS)
         export_btn.click(export, [view], [files], api_name="export")
+        study_btn.click(run_study, [study_budget], [study_plot, study_text], api_name="study")
         gr.Button(visible=False).click(telemetry, None, [api_json], api_name="telemetry")
         gr.Button(visible=False).click(health, None, [api_json], api_name="health")
     return demo

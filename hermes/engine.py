@@ -35,7 +35,7 @@ from hermes.config import HermesConfig
 from hermes.errors import HermesError
 from hermes.policies import LayerContext, Policy
 from hermes.policies.base import keep_set, smooth_across_layers
-from hermes.telemetry import ChunkEvent, QuestionEvent, pool_per_frame
+from hermes.telemetry import CacheAttention, ChunkEvent, QuestionEvent, pool_per_frame
 
 MAX_QUESTION_CHARS = 2000
 
@@ -360,15 +360,28 @@ class StreamEngine:
                                                 frame_ids, attention))
 
     def _question_attention(self, ids: list[int], frame_ids: np.ndarray) -> np.ndarray:
-        """Where a question looked, (L, F): its attention over the cache (mean over heads and
-        its rows) pooled per frame. Telemetry, computed after the answer so TTFT stays clean;
-        the forward writes nothing."""
+        """Where a question looked, (L, F): its attention over the cache pooled per frame.
+        Telemetry, computed after the answer so TTFT stays clean."""
+        return self._pool(self._attend_ids(ids).attention, frame_ids)
+
+    def attend(self, text: str) -> CacheAttention:
+        """Where `text`, asked now, would look: its attention over every cached token of every
+        layer (mean over heads and its rows). Writes nothing and changes nothing."""
+        with self._lock:
+            return self._attend_ids(self.backbone.question_ids(check_question(text)))
+
+    def _attend_ids(self, ids: list[int]) -> CacheAttention:
         n = len(ids)
         with record_attention() as rec:
             self._forward(self.backbone.embed_ids(ids), self.next_position + torch.arange(n),
                           torch.full((n,), -1), torch.full((n,), TEXT), write=False)
-        per_layer = [(rec.totals[i][: len(layer)] / n).cpu().numpy() for i, layer in enumerate(self.cache.layers)]
-        return self._pool(per_layer, frame_ids)
+        layers = self.cache.layers
+        return CacheAttention(
+            attention=[(rec.totals[i][: len(layer)] / n).cpu().numpy() for i, layer in enumerate(layers)],
+            frames=[layer.frames.numpy().copy() for layer in layers],
+            kinds=[layer.kinds.numpy().astype(np.int64) for layer in layers],
+            positions=[layer.positions.numpy().copy() for layer in layers],
+        )
 
     def _decode(self, ids: list[int], max_new: int) -> Iterator[int | None]:
         """Prefill the question at the next positions, then greedy decode with repetition

@@ -54,6 +54,21 @@ def pool_per_frame(values: np.ndarray, frames: np.ndarray, frame_ids: np.ndarray
 
 
 @dataclass
+class CacheAttention:
+    """Where one text looked in the cache, token by token, per layer (numpy, no tensors).
+
+    ``attention[l][i]`` is the softmax mass the text's tokens put on cached token i of layer
+    l (mean over heads and over the text's rows; a row's mass on the text itself is left
+    out, so each layer sums to <= 1); ``frames``, ``kinds`` and ``positions`` describe those
+    tokens (kind codes in hermes.cache: VIDEO 1, NEWLINE 2, SUMMARY 3; frame -1 = not a frame)."""
+
+    attention: list[np.ndarray]  # per layer (n_l,) float
+    frames: list[np.ndarray]  # per layer (n_l,) int
+    kinds: list[np.ndarray]  # per layer (n_l,) int
+    positions: list[np.ndarray]  # per layer (n_l,) int
+
+
+@dataclass
 class ChunkEvent:
     """One chunk ingested: what came in, what each layer attended to and kept, what it cost."""
 

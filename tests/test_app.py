@@ -178,6 +178,25 @@ def test_the_store_creates_lazily_caps_and_frees_idle_sessions(monkeypatch):
 
 
 # ---- end to end: app.py on loopback through gradio_client ---------------------------------
+def test_the_study_measures_this_stream_and_says_what_it_needs(session):
+    with pytest.raises(HermesError, match="nothing has streamed yet"):
+        session.study()
+    session.start_webcam()
+    with pytest.raises(HermesError, match="webcam keeps no frames"):
+        session.study()
+    session.load_example(EXAMPLE)
+    session.advance(16.0)  # two chunks in memory (memory time 15.5 s)
+    with pytest.raises(HermesError, match="no question found the FIFO cache full"):
+        session.study(budget=4096)
+    list(session.ask("how many shapes are on the screen now ?"))
+    study = session.study(budget=64, bins=8)
+    suggested = [q for q in session.source.suggestions if q["time"] <= 15.5]
+    assert study.n_questions == 1 + len(suggested)  # the chat's question and the example's up to now
+    assert study.heatmap.shape == (12, 8) and (study.heatmap.sum(1) <= 1 + 1e-6).all()
+    assert study.tiers[0] == "shallow" and study.tiers[-1] == "deep"
+    assert session.status()["frames"] == 33  # the study changed nothing in the session
+
+
 @pytest.fixture(scope="module")
 def client():
     from gradio_client import Client
@@ -221,6 +240,22 @@ def test_end_to_end_example_question_answer_and_telemetry(client, tmp_path):
     assert exported["lanes"][0]["chunks"][0]["kept"] == lane["chunks"][0]["kept"]
     html = Path(figures_file).read_text()
     assert html.count('class="plotly-graph-div"') == 5 and "Attention — question:" in html
+
+
+@pytest.mark.timeout(300)
+def test_the_study_tab_runs_on_the_sessions_stream_and_explains_when_it_cannot(client):
+    from gradio_client import Client
+
+    fresh = Client(client.src, verbose=False)  # a session of its own
+    _, text = fresh.predict(256, api_name="/study")
+    assert "Cannot run the study" in text and "nothing has streamed yet" in text
+    fresh.predict(EXAMPLE, api_name="/play_example")
+    for playhead in (4.0, 8.0, 12.0, 16.0):
+        fresh.predict(playhead, "global", api_name="/tick")
+    figure, text = fresh.predict(64, api_name="/study")
+    assert "questions on a FIFO cache of 64 tokens per layer" in text and "shallow layer 0" in text
+    data = json.loads(figure["plot"])["data"]
+    assert data[0]["type"] == "heatmap" and "questions" in json.loads(figure["plot"])["layout"]["uirevision"]
 
 
 @pytest.mark.timeout(300)

@@ -87,6 +87,16 @@ def test_the_page_plays_an_example_draws_memory_and_answers(server):
         assert "hermes" in reply and "ground truth" in reply
         page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=False)
         page.screenshot(path=str(ARTIFACTS / "app-full.png"), full_page=True)
+
+        page.get_by_role("tab", name="Study").click()  # the committed figures, and the study on this stream
+        page.wait_for_selector("#study-mechanistic img", timeout=30_000)
+        assert page.locator("#study-efficiency img").count() == 1
+        page.locator("#study-run").click()
+        page.wait_for_function("() => document.querySelector('#study-reading').innerText.includes('questions on a "
+                               "FIFO cache')", timeout=60_000)
+        assert "study-plot" in page.locator("#study-plot").get_attribute("id")
+        assert plot_signature(page, "study-plot").count("[") > 12  # a layer x distance heatmap was drawn
+        page.screenshot(path=str(ARTIFACTS / "study.png"), full_page=False)
         assert sessions(server) >= 1
         page.close()  # closing the tab frees its session (demo.unload)
         deadline = time.monotonic() + 30

@@ -127,3 +127,21 @@ def test_memory_figure_marks_re_index_events_where_positions_drop():
     by_name = {t.name: t for t in render.memory_figure(events, [1, 2, 3, 4]).data}
     assert list(by_name["re-index"].y) == [50]
     assert "re-index" not in {t.name for t in render.memory_figure(events[:2], [1, 2]).data}
+
+
+def test_study_figure_draws_layers_by_frames_back_on_a_log_scale():
+    from analysis.mechanistic import Study, distance_edges
+
+    heat = np.full((4, 8), 1e-3)
+    heat[0, 0] = 0.5  # shallow layer 0 looks at the newest frames
+    study = Study(heatmap=heat, edges=distance_edges(128, 8), video_mass=heat.sum(1), recent_share=np.full(4, 0.2),
+                  entropy_bits=np.ones(4), anchor_frames=np.ones(4), tokens_per_frame=16, n_questions=3,
+                  tiers=["shallow", "middle", "middle", "deep"])
+    fig = render.study_figure(study)
+    trace = fig.data[0]
+    assert np.asarray(trace.z).shape == (4, 8)
+    assert np.asarray(trace.x).tolist() == [0.5 + i for i in range(8)]  # bin centres, frames back
+    assert np.asarray(trace.z)[0, 0] == pytest.approx(np.log10(0.5))
+    assert "3 questions" in fig.layout.title.text and "layer 0 (shallow)" in trace.text[0][0]
+    empty = render.study_figure(None)
+    assert not empty.data and "press Run" in empty.layout.annotations[0].text

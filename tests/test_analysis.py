@@ -1,0 +1,142 @@
+"""The analysis studies: their measuring functions on hand-made cases, each script end to end
+in --quick mode (shapes and invariants of what it writes), and a 2-process torchrun sweep
+that must merge into the single-process table."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis import ablations, efficiency, mechanistic
+from analysis.mechanistic import distance_edges, distance_profile, layer_summary
+from app.study import committed, notes_of
+from hermes.cache import NEWLINE, PREFIX, VIDEO
+from tests.conftest import make_engine, random_frames
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("n_video, bins, span, expected", [
+    (8, 4, 8, [2, 2, 2, 2]),  # two tokens per bin, newest in bin 0
+    (8, 2, 4, [2, 2]),  # tokens 4+ back fall past the last edge and are left out
+    (3, 3, 6, [2, 1, 0]),  # a cache shorter than the span: edges 0, 2, 4, 6; the far bin stays empty
+])
+def test_distance_profile_counts_each_video_token_in_its_bin(n_video, bins, span, expected):
+    kinds = np.array([PREFIX, PREFIX] + [VIDEO] * n_video + [NEWLINE])
+    profile = distance_profile(np.ones(len(kinds)), kinds, distance_edges(span, bins))
+    assert profile.tolist() == expected
+
+
+def test_distance_profile_puts_the_newest_token_at_distance_zero():
+    kinds = np.array([VIDEO] * 10)
+    attention = np.zeros(10)
+    attention[-1], attention[0] = 0.5, 0.25  # newest and oldest
+    profile = distance_profile(attention, kinds, distance_edges(10, 5))
+    assert profile.tolist() == [0.5, 0, 0, 0, 0.25]
+
+
+@pytest.mark.parametrize("where, recent, entropy, anchors", [
+    ("uniform", 0.1, np.log2(160), 0),  # spread evenly: no token stands out, no anchor
+    ("newest", 1.0, 0.0, 1),
+    ("spread", 0.1, np.log2(10), 10),  # one token in each of 10 frames, including the newest
+])
+def test_layer_summary_reads_recency_entropy_and_anchor_frames(where, recent, entropy, anchors):
+    frames = np.repeat(np.arange(10), 16)  # 10 frames of 16 video tokens
+    kinds = np.full(160, VIDEO)
+    attention = np.zeros(160)
+    if where == "uniform":
+        attention[:] = 0.5 / 160
+    elif where == "newest":
+        attention[-1] = 0.5
+    else:
+        attention[np.arange(10) * 16 + 15] = 0.05
+    mass, share, bits, distinct = layer_summary(attention, kinds, frames)
+    assert mass == pytest.approx(0.5)
+    assert share == pytest.approx(recent, abs=1e-9)
+    assert bits == pytest.approx(entropy, abs=1e-9)
+    assert distinct == anchors
+
+
+def test_attend_reports_where_a_text_looks_without_changing_the_cache(backbone):
+    engine = make_engine(backbone, "fifo", budget=64)
+    engine.ingest(random_frames(32), np.arange(32) / 2.0)
+    before = engine.cache.lengths()
+    seen = engine.attend("what is on the screen now ?")
+    assert engine.cache.lengths() == before
+    assert [len(a) for a in seen.attention] == before == [len(k) for k in seen.kinds]
+    for a, k in zip(seen.attention, seen.kinds, strict=True):
+        assert 0 < a.sum() <= 1 + 1e-5 and (a >= 0).all()
+        assert ((k == VIDEO) | (k == NEWLINE)).sum() == 64  # fifo kept its budget
+
+
+def test_mechanistic_quick_writes_a_heatmap_whose_rows_are_attention_shares(tmp_path):
+    mechanistic.main(["--quick", "--questions", "6", "--out", str(tmp_path), "--budget", "256", "--bins", "8"])
+    data = np.load(tmp_path / "mechanistic_quick.npz")
+    assert data["heatmap"].shape == (12, 8) and data["profiles"].shape == (6, 12, 8)
+    assert data["edges"].tolist() == [0, 32, 64, 96, 128, 160, 192, 224, 256]
+    assert (data["heatmap"] >= 0).all() and (data["heatmap"].sum(1) <= 1 + 1e-6).all()
+    assert np.allclose(data["heatmap"].sum(1), data["video_mass"])
+    assert ((data["recent_share"] > 0) & (data["recent_share"] <= 1)).all()
+    rows = list(csv.DictReader((tmp_path / "mechanistic_quick.csv").open()))
+    assert [r["tier"] for r in rows] == ["shallow"] + ["middle"] * 7 + ["deep"] * 4
+    md = (tmp_path / "mechanistic_quick.md").read_text()
+    assert "6 questions" in md and "shallow layer 0" in md
+    assert (tmp_path / "mechanistic_quick.png").stat().st_size > 10_000
+
+
+def test_efficiency_quick_measures_every_method_and_prints_the_headline(tmp_path, capsys):
+    efficiency.main(["--quick", "--model", "random-tiny", "--frames", "16,64", "--budget", "256", "--repeats", "1",
+                     "--out", str(tmp_path)])
+    heads = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("ttft_ratio_1024_16", "speedup_vs_reprefill_256", "speedup_vs_retrieval_256", "ttft_over_floor"):
+        assert heads[key] > 0, key
+    assert heads["kv_growth_128_1024"] is None or heads["kv_growth_128_1024"] >= -0.01
+    rows = list(csv.DictReader((tmp_path / "efficiency_quick.csv").open()))
+    assert {r["method"] for r in rows} == set(efficiency.METHODS)
+    by = {(r["method"], int(r["frames"])): r for r in rows}
+    assert float(by["full", 64]["kv_mib"]) > 3 * float(by["full", 16]["kv_mib"])  # full grows with the stream
+    assert int(by["hermes", 64]["cache_tokens"]) <= 256 + 8  # hermes stays at its budget (+ prefix, summary)
+    assert int(by["retrieval", 64]["cache_tokens"]) <= 256
+    assert float(by["reprefill", 64]["ttft_ms"]) > float(by["hermes", 64]["ttft_ms"])
+    assert (tmp_path / "efficiency_quick.png").exists()
+
+
+def test_ablations_quick_reports_every_variant(tmp_path):
+    ablations.main(["--quick", "--streams", "1", "--out", str(tmp_path), "--model", "random-tiny"])
+    rows = list(csv.DictReader((tmp_path / "ablations_quick.csv").open()))
+    assert [r["variant"] for r in rows] == [name for name, _ in ablations.VARIANTS]
+    assert all(0 <= float(r["all"]) <= 1 and int(r["n"]) > 10 for r in rows)
+    assert "± " in (tmp_path / "ablations_quick.md").read_text()
+
+
+@pytest.mark.timeout(300)
+def test_a_two_process_torchrun_sweep_merges_into_the_single_process_table(tmp_path):
+    args = ["-m", "analysis.accuracy", "--quick", "--streams", "2", "--model", "random-tiny"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=240)
+    assert single.returncode == 0, single.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29533", *args, "--out", str(tmp_path / "two")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=240)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one_csv = (tmp_path / "one" / "accuracy_quick.csv").read_text()
+    assert one_csv == (tmp_path / "two" / "accuracy_quick.csv").read_text()
+    assert one_csv.count("\n") == 4  # header + full, fifo, hermes
+
+
+def test_study_tab_lists_committed_figures_and_says_how_to_make_missing_ones(tmp_path):
+    (tmp_path / "mechanistic.png").write_bytes(b"png")
+    (tmp_path / "mechanistic.md").write_text("# Title\n\n![heatmap](mechanistic.png)\n\nShallow layers look back.\n")
+    figures = {f.name: f for f in committed(tmp_path)}
+    assert figures["mechanistic"].png == tmp_path / "mechanistic.png"
+    assert figures["mechanistic"].notes == "Shallow layers look back."
+    assert figures["efficiency"].png is None and "python -m analysis.efficiency" in figures["efficiency"].notes
+    assert notes_of("# t\nbody") == "body"
