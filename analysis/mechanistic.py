@@ -195,12 +195,18 @@ def reading(study: Study) -> str:
     def span(idx: np.ndarray) -> str:
         return f"layer {idx[0]}" if len(idx) == 1 else f"layers {idx[0]}-{idx[-1]}"
 
-    parts = [f"Over {study.n_questions} questions on a FIFO cache of {int(study.edges[-1])} tokens per layer:"]
+    top = float(np.log2(max(2, int(study.edges[-1]))))
+    parts = [f"Over {study.n_questions} questions on a FIFO cache of {int(study.edges[-1])} tokens per layer "
+             f"(evenly spread attention: 10% on the newest 10% of tokens, entropy about {top:.1f} bits):", ""]
     for name, idx in groups.items():
         parts.append(
-            f"{name} {span(idx)} put {study.recent_share[idx].mean():.0%} of their video attention on the newest "
-            f"10% of tokens (10% if spread evenly), entropy {study.entropy_bits[idx].mean():.1f} bits, "
-            f"{study.anchor_frames[idx].mean():.1f} distinct frames among their {TOP_TOKENS} most-attended tokens.")
+            f"- {name} {span(idx)}: {study.recent_share[idx].mean():.0%} of the video attention on the newest 10% "
+            f"of tokens, entropy {study.entropy_bits[idx].mean():.1f} bits, {study.anchor_frames[idx].mean():.1f} "
+            f"distinct anchor frames among the {TOP_TOKENS} most-attended tokens.")
+    most = int(np.argmax(study.recent_share))
+    spread = int(np.argmax(study.entropy_bits))
+    parts += ["", f"The most recency-bound layer is {most} ({study.recent_share[most]:.0%} on the newest 10%); "
+              f"the most spread out is {spread} ({study.entropy_bits[spread]:.1f} bits)."]
     first, last = next(iter(groups.values())), list(groups.values())[-1]
     shallow_recent, deep_recent = study.recent_share[first].mean(), study.recent_share[last].mean()
     if shallow_recent > deep_recent + 0.05:
@@ -212,7 +218,7 @@ def reading(study: Study) -> str:
     else:
         parts.append("Here shallow and deep layers look about as far back as each other: this model does not show "
                      "the paper's split between a short-term and a long-term memory.")
-    return " ".join(parts)
+    return "\n".join(parts[:-1]) + " " + parts[-1]
 
 
 def write(study: Study, cfg: StudyConfig) -> None:

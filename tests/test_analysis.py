@@ -98,14 +98,14 @@ def test_efficiency_quick_measures_every_method_and_prints_the_headline(tmp_path
     for key in ("ttft_ratio_1024_16", "speedup_vs_reprefill_256", "speedup_vs_retrieval_256", "ttft_over_floor"):
         assert heads[key] > 0, key
     assert heads["kv_growth_128_1024"] is None or heads["kv_growth_128_1024"] >= -0.01
-    rows = list(csv.DictReader((tmp_path / "efficiency_quick.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "efficiency-random-tiny_quick.csv").open()))
     assert {r["method"] for r in rows} == set(efficiency.METHODS)
     by = {(r["method"], int(r["frames"])): r for r in rows}
     assert float(by["full", 64]["kv_mib"]) > 3 * float(by["full", 16]["kv_mib"])  # full grows with the stream
     assert int(by["hermes", 64]["cache_tokens"]) <= 256 + 8  # hermes stays at its budget (+ prefix, summary)
     assert int(by["retrieval", 64]["cache_tokens"]) <= 256
     assert float(by["reprefill", 64]["ttft_ms"]) > float(by["hermes", 64]["ttft_ms"])
-    assert (tmp_path / "efficiency_quick.png").exists()
+    assert (tmp_path / "efficiency-random-tiny_quick.png").exists()
 
 
 def test_ablations_quick_reports_every_variant(tmp_path):
