@@ -134,7 +134,8 @@ def reprefill_ttft(backbone: Backbone, frames: np.ndarray, times: np.ndarray, ch
 
 
 def cell(method: str, n: int, engine: StreamEngine, ttft_s: float, extra_bytes: int = 0) -> Cell:
-    return Cell(method, n, 1000 * ttft_s, 1000 * statistics.median(decode_step_s(engine) for _ in range(5)),
+    tpot = timed_median(lambda: decode_step_s(engine), 15)
+    return Cell(method, n, 1000 * ttft_s, 1000 * tpot,
                 (engine.cache.nbytes() + extra_bytes) / 2**20, process_rss_mib(), max(engine.cache_lengths()))
 
 
