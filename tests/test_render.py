@@ -117,7 +117,7 @@ def test_latency_figure_plots_ttft_in_ms_and_ingest_speed():
 
 
 def test_every_panel_has_a_how_to_read_text():
-    assert set(render.READ_ME) == {"attention", "occupancy", "memory", "latency"}
+    assert set(render.READ_ME) == {"attention", "occupancy", "memory", "latency", "study"}
     assert all(len(text) > 80 for text in render.READ_ME.values())
 
 
