@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis import shard
+from analysis import result_name, shard
 from hermes.backbones import Backbone, load_backbone
 from hermes.cache import PREFIX, TEXT
 from hermes.engine import StreamEngine, load_engine
@@ -209,17 +209,6 @@ def headline(cells: list[Cell]) -> dict:
         "kv_growth_128_1024": None if kv0 is None or kv1 is None else round((kv1 - kv0) / kv0, 4),
         "frames": [lo, mid, hi],
     }
-
-
-def result_name(study: str, model: str, quick: bool) -> str:
-    """efficiency[-<model>][-cuda][_quick]: the default model on CPU keeps the plain name, so
-    figures from other models or a GPU sit beside it instead of replacing it."""
-    name = study
-    if model != EffConfig.model:
-        name += "-" + "".join(c if c.isalnum() or c in ".-" else "-" for c in Path(model).name)
-    if torch.cuda.is_available():
-        name += "-cuda"
-    return name + ("_quick" if quick else "")
 
 
 def write(cells: list[Cell], cfg: EffConfig, backbone: Backbone, heads: dict) -> None:

@@ -21,7 +21,8 @@ gives a layer x distance heatmap (log colour scale) and per layer:
 Any model the engine loads works the same way (`--model` a local directory or hub id);
 ShapeStream streams are rendered for it and their questions asked. Writes
 mechanistic.png, mechanistic.csv (per-layer summary), mechanistic.npz (heatmap, bin edges,
-per-question profiles) and mechanistic.md (table and a plain-language reading) to --out.
+per-question profiles) and mechanistic.md (table and a plain-language reading) to --out
+(named mechanistic-<model>[-cuda] for another model or on a GPU).
 `study_stream` runs the same measurement on any frames and questions (the app's Study tab).
 """
 
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from analysis import result_name
 from hermes.backbones import Backbone, load_backbone
 from hermes.cache import VIDEO
 from hermes.engine import load_engine
@@ -224,7 +226,7 @@ def reading(study: Study) -> str:
 def write(study: Study, cfg: StudyConfig) -> None:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / ("mechanistic_quick" if cfg.quick else "mechanistic")
+    stem = out / result_name("mechanistic", cfg.model, cfg.quick)
     np.savez_compressed(f"{stem}.npz", heatmap=study.heatmap, edges=study.edges, profiles=study.profiles,
                         video_mass=study.video_mass, recent_share=study.recent_share,
                         entropy_bits=study.entropy_bits, anchor_frames=study.anchor_frames)

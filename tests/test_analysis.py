@@ -91,6 +91,17 @@ def test_mechanistic_quick_writes_a_heatmap_whose_rows_are_attention_shares(tmp_
     assert (tmp_path / "mechanistic_quick.png").stat().st_size > 10_000
 
 
+def test_mechanistic_reads_any_local_model_directory_beside_the_committed_results(backbone, tmp_path):
+    model_dir = tmp_path / "my-model"
+    backbone.model.save_pretrained(model_dir)
+    backbone.tokenizer.save_pretrained(model_dir)
+    mechanistic.main(["--quick", "--model", str(model_dir), "--questions", "4", "--bins", "4", "--budget", "128",
+                      "--out", str(tmp_path)])
+    data = np.load(tmp_path / "mechanistic-my-model_quick.npz")  # not mechanistic_quick: that is hermes-tiny's
+    assert data["heatmap"].shape == (12, 4) and data["profiles"].shape[0] == 4
+    assert str(model_dir) in (tmp_path / "mechanistic-my-model_quick.md").read_text()
+
+
 def test_efficiency_quick_measures_every_method_and_prints_the_headline(tmp_path, capsys):
     efficiency.main(["--quick", "--model", "random-tiny", "--frames", "16,64", "--budget", "256", "--repeats", "1",
                      "--out", str(tmp_path)])
