@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis import result_name
 from analysis.accuracy import CATEGORIES, Run, Setting, held_out_streams, sweep
 from hermes.backbones import load_backbone
 
@@ -52,7 +53,7 @@ def stderr(p: float, n: int) -> float:
 def write(runs: list[Run], args: argparse.Namespace, n_streams: int) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / ("ablations_quick" if args.quick else "ablations")
+    stem = out / result_name("ablations", args.model, args.quick)
     with open(f"{stem}.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["variant", "budget_fraction", "n", "all", *CATEGORIES])

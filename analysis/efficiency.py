@@ -3,7 +3,7 @@
     python -m analysis.efficiency                                   # hermes-tiny, ~4 min on 2 cores
     python -m analysis.efficiency --model DIR --frames 16,64,256 --budget 4096
     python -m analysis.efficiency --quick                           # < 1 min, for tests and CI
-    torchrun --nproc_per_node 2 -m analysis.efficiency              # methods shared out over processes
+    torchrun --nproc_per_node 8 -m analysis.efficiency              # methods shared out over 8 GPUs
 
 One ShapeStream stream is ingested up to each checkpoint (frames seen); there each method
 answers the same question `--repeats` times (median reported, one warm-up ask excluded):
@@ -13,9 +13,11 @@ answers the same question `--repeats` times (median reported, one warm-up ask ex
 - `full`: no eviction, every token cached (memory and attention grow with the stream);
 - `reprefill`: nothing cached, the offline-model baseline: at question time encode every
   frame seen and prefill it, then the question;
-- `retrieval`: ReKV-like retrieval at question time: every chunk's KV kept in (CPU)
-  memory; the question is run over all of it to score every cached token per layer, the
-  top `--budget` per layer are fetched into a fresh cache and the question answered on them;
+- `retrieval`: ReKV-like retrieval at question time: every chunk's KV is kept (on the
+  model's device here, so no host-to-device copy is timed, which favours it); the question
+  is prefilled over the whole store in one pass in which each layer scores all its keys with
+  the question's own queries and attends only to the prefix and its top `--budget` keys
+  (hermes.attention.select_keys); decoding then runs on the retrieved tokens;
 - `floor`: the question alone prefilled on a cache that holds `--budget` tokens, the least
   any method with that budget can spend.
 
@@ -28,7 +30,8 @@ a GPU, e.g. `--model random-ov-0.5b`, the real LLaVA-OV-0.5B architecture with r
 weights, which times the same as trained ones); the last printed line is a JSON object of headline
 ratios (ttft_ratio_1024_16, speedup_vs_reprefill_256, speedup_vs_retrieval_256,
 ttft_over_floor, kv_growth_128_1024), each computed from the largest checkpoints present
-when the named ones were not run.
+when the named ones were not run. Under torchrun the methods run at the same time: give each
+process its own GPU; on a shared CPU the timings are not comparable (a warning says so).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import csv
 import json
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +51,7 @@ import numpy as np
 import torch
 
 from analysis import result_name, shard
+from hermes.attention import select_keys
 from hermes.backbones import Backbone, load_backbone
 from hermes.cache import PREFIX, TEXT
 from hermes.engine import StreamEngine, load_engine
@@ -87,14 +92,19 @@ def timed_median(fn: Callable[[], float], repeats: int) -> float:
     return statistics.median(fn() for _ in range(repeats))
 
 
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def decode_step_s(engine: StreamEngine) -> float:
     """Seconds of one decode step: a one-token forward over the engine's cache (nothing written)."""
     token = engine.backbone.embed_ids(engine.backbone.question_ids(QUESTION)[-1:])
+    sync()
     t0 = time.perf_counter()
     engine._forward(token, torch.tensor([engine.next_position]), torch.tensor([-1]), torch.tensor([TEXT]),
                     write=False)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    sync()
     return time.perf_counter() - t0
 
 
@@ -103,9 +113,9 @@ def ask_ttft(engine: StreamEngine) -> float:
 
 
 def fetch_top(store: StreamEngine, budget: int, engine: StreamEngine) -> StreamEngine:
-    """Retrieval at question time: score every cached token of `store` with the question,
-    copy the prefix and the top `budget` tokens of each layer into `engine` (a scratch
-    engine built once, so its set-up is not counted), which then answers."""
+    """The cache retrieval decodes on: the prefix and the `budget` tokens of each layer of
+    `store` the question attends to most, copied into `engine` (a scratch engine built once).
+    Used for retrieval's decode step and memory; its TTFT comes from `retrieval_ttft`."""
     seen = store.attend(QUESTION)
     for i, (src, dst) in enumerate(zip(store.cache.layers, engine.cache.layers, strict=True)):
         prefix = np.flatnonzero(seen.kinds[i] == PREFIX)
@@ -118,10 +128,11 @@ def fetch_top(store: StreamEngine, budget: int, engine: StreamEngine) -> StreamE
     return engine
 
 
-def retrieval_ttft(store: StreamEngine, budget: int, scratch: StreamEngine) -> float:
-    t0 = time.perf_counter()
-    fetch_top(store, budget, scratch)
-    return time.perf_counter() - t0 + ask_ttft(scratch)
+def retrieval_ttft(store: StreamEngine, budget: int) -> float:
+    """The question prefilled over the whole store in one pass, each layer attending only to
+    the prefix and its `budget` best-scored keys (ReKV-like), up to the first token."""
+    with select_keys(budget, always=store.prefix_tokens):
+        return ask_ttft(store)
 
 
 def reprefill_ttft(backbone: Backbone, frames: np.ndarray, times: np.ndarray, chunk: int) -> float:
@@ -139,6 +150,12 @@ def cell(method: str, n: int, engine: StreamEngine, ttft_s: float, extra_bytes: 
                 (engine.cache.nbytes() + extra_bytes) / 2**20, process_rss_mib(), max(engine.cache_lengths()))
 
 
+def fits(backbone: Backbone, frames: int, chunk: int) -> bool:
+    """Whether a cache without eviction holds `frames` frames (and a question) within the model's positions."""
+    tokens = frames * backbone.tokens_per_frame + -(-frames // chunk)  # + one newline per chunk
+    return tokens + 1024 < backbone.max_positions
+
+
 def run_method(method: str, backbone: Backbone, frames: np.ndarray, times: np.ndarray, cfg: EffConfig) -> list[Cell]:
     """Every checkpoint of one method (checkpoints in increasing order)."""
     checkpoints = sorted(set(cfg.frames) | ({128} if max(cfg.frames) >= 128 else set()))
@@ -153,6 +170,8 @@ def run_method(method: str, backbone: Backbone, frames: np.ndarray, times: np.nd
         return [cell(method, n, engine, ttft) for n in checkpoints]
     if method == "reprefill":
         for n in checkpoints:
+            if not fits(backbone, n, cfg.chunk_frames):
+                break  # past the model's positions: no cell
             reps = max(1, min(cfg.repeats, int(64 * cfg.repeats / n)))  # long re-prefills: fewer repeats
             ttft = timed_median(lambda n=n: reprefill_ttft(backbone, frames[:n], times[:n], cfg.chunk_frames), reps)
             engine = load_engine(backbone, policy="full", chunk_frames=cfg.chunk_frames)
@@ -168,14 +187,13 @@ def run_method(method: str, backbone: Backbone, frames: np.ndarray, times: np.nd
     for n in checkpoints:
         if n > len(frames):
             break
-        if (n - done) * backbone.tokens_per_frame + engine.next_position + 1024 > backbone.max_positions \
-                and policy == "full":
+        if policy == "full" and not fits(backbone, n, cfg.chunk_frames):
             break  # past the model's positions: no cell
         engine.ingest(frames[done:n], times[done:n])
         engine.flush()
         done = n
         if method == "retrieval":
-            ttft = timed_median(lambda: retrieval_ttft(engine, cfg.budget, scratch), cfg.repeats)
+            ttft = timed_median(lambda: retrieval_ttft(engine, cfg.budget), cfg.repeats)
             cells.append(cell(method, n, fetch_top(engine, cfg.budget, scratch), ttft,
                               extra_bytes=engine.cache.nbytes()))
         else:
@@ -282,6 +300,9 @@ def run(cfg: EffConfig) -> tuple[list[Cell], dict] | None:
     """Every method over one stream; methods shared out across torchrun processes. Returns
     (cells, headline) on rank 0, None elsewhere."""
     w = shard.world()
+    if w.size > 1 and not torch.cuda.is_available() and w.main:
+        print(f"warning: {w.size} processes time their methods at the same time on shared CPU cores; "
+              "the timings are not comparable with a single process's", file=sys.stderr)
     backbone = load_backbone(cfg.model, device="cuda" if torch.cuda.is_available() else "cpu")
     n = max(cfg.frames)
     stream = generate(7, seconds=n / FPS, fps=FPS)

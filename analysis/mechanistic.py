@@ -53,7 +53,7 @@ SEEDS0 = 300  # held-out ShapeStream seeds for this study (training uses >= 1,00
 @dataclass
 class StudyConfig:
     model: str = "hermes-tiny"
-    budget: int = 512  # video tokens per layer in the FIFO cache
+    budget: int = 512  # tokens per layer in the FIFO cache (video and the per-chunk newline tokens)
     questions: int = 200
     bins: int = 32
     seconds: float = 64.0  # ShapeStream stream length
@@ -209,8 +209,11 @@ def reading(study: Study) -> str:
     spread = int(np.argmax(study.entropy_bits))
     parts += ["", f"The most recency-bound layer is {most} ({study.recent_share[most]:.0%} on the newest 10%); "
               f"the most spread out is {spread} ({study.entropy_bits[spread]:.1f} bits)."]
-    first, last = next(iter(groups.values())), list(groups.values())[-1]
-    shallow_recent, deep_recent = study.recent_share[first].mean(), study.recent_share[last].mean()
+    if not {"shallow", "deep"} <= set(groups):
+        parts.append("(With no shallow and deep tier both present, compare the rows of the heatmap directly.)")
+        return "\n".join(parts[:-1]) + " " + parts[-1]
+    shallow_recent = study.recent_share[groups["shallow"]].mean()
+    deep_recent = study.recent_share[groups["deep"]].mean()
     if shallow_recent > deep_recent + 0.05:
         parts.append("As in the paper, the shallow layers look mostly at the latest frames while the deep layers "
                      "spread over older anchors: recency is the right memory for the first, attention for the last.")

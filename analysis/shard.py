@@ -1,13 +1,13 @@
 """Split a sweep across processes started by `torchrun` / `accelerate launch`; merge on rank 0.
 
     torchrun --nproc_per_node 2 -m analysis.accuracy --quick     # two CPU processes (gloo)
-    torchrun --nproc_per_node 8 -m analysis.efficiency           # eight GPUs (nccl)
+    torchrun --nproc_per_node 8 -m analysis.efficiency           # eight GPUs (nccl), one method each
 
 The launchers set RANK / WORLD_SIZE / MASTER_ADDR in the environment; without them
 `world()` is a single process and nothing else changes. Work units are dealt out
 round-robin (`mine`), each rank computes its own, and `gather` hands rank 0 every rank's
-results in unit order, so the merged output is the same as a single process's (the way
-lmms-eval scales evaluation).
+results in unit order, so the merged results are the same as a single process's (the way
+lmms-eval scales evaluation); timings are, only where each process has a device of its own.
 """
 
 from __future__ import annotations

@@ -231,7 +231,7 @@ def study_figure(study: Study | None, title: str = "Question attention by distan
     edges = np.asarray(study.edges, dtype=np.float64) / max(1, study.tokens_per_frame)
     x = (edges[:-1] + edges[1:]) / 2
     z = np.log10(np.maximum(heat, LOG_FLOOR))
-    hover = [[f"layer {i} ({study.tiers[i] if study.tiers else ''}) · {edges[j]:.0f}-{edges[j + 1]:.0f} frames "
+    hover = [[f"layer {i} ({study.tiers[i] if study.tiers else ''}) · {edges[j]:.1f}-{edges[j + 1]:.1f} frames "
               f"back · attention {heat[i, j]:.2e} · newest 10%: {study.recent_share[i]:.0%}"
               for j in range(heat.shape[1])] for i in range(heat.shape[0])]
     decades = list(range(int(np.log10(LOG_FLOOR)), 1))

@@ -341,8 +341,9 @@ class Session:
         """analysis.mechanistic on this session's stream so far: the file is decoded again up to
         the newest frame in memory and streamed through a FIFO cache of `budget` tokens per
         layer (default: the session's budget); the chat's questions are asked where they were
-        asked, with the example's suggested questions up to now (else the model's local
-        pseudo-query after every chunk). Raises HermesError with what to do when it cannot run."""
+        asked, with the example's suggested questions up to now (when there are none, or none
+        came after the window filled: the model's local pseudo-query after every chunk).
+        Raises HermesError with what to do when it cannot run."""
         with self.lock:
             source, seen = self.source, self.memory_time()
             if source is not None and source.path is None:
@@ -365,10 +366,13 @@ class Session:
                 break
             frames.append(frame)
             times.append(t)
-        if not questions:
-            local = backbone.pseudo_queries["local"]
-            questions = [(times[i], local) for i in range(chunk - 1, len(times), chunk)]
-        profiles, summaries = study_stream(backbone, np.stack(frames), np.array(times), questions, budget, bins, chunk)
+        local = backbone.pseudo_queries["local"]
+        every_chunk = [(times[i], local) for i in range(chunk - 1, len(times), chunk)]
+        profiles, summaries = study_stream(backbone, np.stack(frames), np.array(times), questions or every_chunk,
+                                           budget, bins, chunk)
+        if not profiles and questions:  # asked before the window filled: the pseudo-query after every chunk
+            profiles, summaries = study_stream(backbone, np.stack(frames), np.array(times), every_chunk, budget,
+                                               bins, chunk)
         if not profiles:
             held = len(frames) * backbone.tokens_per_frame
             raise HermesError(f"no question found the FIFO cache full: the stream so far holds {held} video tokens, "

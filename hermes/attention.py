@@ -12,6 +12,12 @@ the softmax rows of the current queries over its keys, averaged over heads:
 The recorder travels in a ContextVar because ``generate()`` and the model's forward
 reject unknown kwargs.
 
+``with select_keys(top_k, always):`` turns every layer into retrieval at question time, the
+ReKV-like baseline of analysis.efficiency: the current queries score the layer's cached keys
+(softmax of q.k, summed over heads and rows), and attention runs over the first ``always``
+keys (the prefix), the ``top_k`` best of the rest and the queries' own keys only. One pass,
+layer by layer, as ReKV retrieves; nothing in the cache changes.
+
 Registered with transformers as ``ATTENTION_NAME``; select it with
 ``model.set_attn_implementation({"text_config": ATTENTION_NAME, "vision_config": "sdpa"})``.
 """
@@ -48,6 +54,33 @@ class AttentionRecorder:
 _RECORDER: contextvars.ContextVar[AttentionRecorder | None] = contextvars.ContextVar("hermes_recorder", default=None)
 
 
+@dataclass(frozen=True)
+class KeySelector:
+    """Retrieval at question time: attend to the prefix, the top_k scored keys and the queries' own."""
+
+    top_k: int
+    always: int = 0  # leading keys always kept (the prefix)
+
+    def pick(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """query (B, H, q, Dh), key/value (B, KV, k, Dh) -> the kept keys/values, in cache order."""
+        q_len, k_len = query.shape[2], key.shape[2]
+        past = k_len - q_len  # cached keys; the last q_len are the queries' own
+        if past - self.always <= self.top_k:
+            return key, value
+        b, kv, dh = key.shape[0], key.shape[1], key.shape[3]
+        grouped = query.reshape(b, kv, -1, dh)  # (B, KV, G * q, Dh): heads of one KV group together
+        logits = grouped @ key[:, :, self.always:past].transpose(-1, -2) * scale  # (B, KV, G * q, past - always)
+        scores = logits.float().softmax(-1).sum(dim=(0, 1, 2))  # (past - always,)
+        top = scores.topk(self.top_k).indices.sort().values + self.always
+        device = key.device
+        index = torch.cat([torch.arange(self.always, device=device), top, torch.arange(past, k_len, device=device)])
+        return key[:, :, index], value[:, :, index]
+
+
+_SELECTOR: contextvars.ContextVar[KeySelector | None] = contextvars.ContextVar("hermes_selector", default=None)
+
+
 @contextlib.contextmanager
 def record_attention(keep_rows: int | None = None) -> Iterator[AttentionRecorder]:
     """Record every decoder layer's attention rows during the forwards run inside."""
@@ -57,6 +90,17 @@ def record_attention(keep_rows: int | None = None) -> Iterator[AttentionRecorder
         yield recorder
     finally:
         _RECORDER.reset(token)
+
+
+@contextlib.contextmanager
+def select_keys(top_k: int, always: int = 0) -> Iterator[KeySelector]:
+    """Inside, every decoder layer attends only to its retrieved keys (see the module docstring)."""
+    selector = KeySelector(top_k, always)
+    token = _SELECTOR.set(selector)
+    try:
+        yield selector
+    finally:
+        _SELECTOR.reset(token)
 
 
 def bottom_right_causal_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
@@ -75,6 +119,9 @@ def hermes_attention(
     **kwargs: object,
 ) -> tuple[torch.Tensor, None]:
     """Attention over this layer's own keys; returns ((B, q, H, Dh), None)."""
+    selector = _SELECTOR.get()
+    if selector is not None:
+        key, value = selector.pick(query, key, value, scaling if scaling is not None else query.shape[-1] ** -0.5)
     q_len, k_len = query.shape[2], key.shape[2]
     if k_len < q_len:
         raise RuntimeError(f"attention got {q_len} queries but only {k_len} keys")

@@ -18,6 +18,7 @@ from analysis import ablations, efficiency, mechanistic
 from analysis.mechanistic import distance_edges, distance_profile, layer_summary
 from app.study import committed, notes_of
 from hermes.cache import NEWLINE, PREFIX, VIDEO
+from hermes.telemetry import pool_per_frame
 from tests.conftest import make_engine, random_frames
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,9 +68,13 @@ def test_layer_summary_reads_recency_entropy_and_anchor_frames(where, recent, en
 def test_attend_reports_where_a_text_looks_without_changing_the_cache(backbone):
     engine = make_engine(backbone, "fifo", budget=64)
     engine.ingest(random_frames(32), np.arange(32) / 2.0)
-    before = engine.cache.lengths()
+    engine.ask("what is on the screen now ?")
+    before, position = engine.cache.lengths(), engine.next_position
     seen = engine.attend("what is on the screen now ?")
-    assert engine.cache.lengths() == before
+    assert engine.cache.lengths() == before and engine.next_position == position
+    asked = engine.questions[-1]  # the same question's telemetry, pooled per frame
+    pooled = np.stack([pool_per_frame(a, f, asked.frame_ids) for a, f in zip(seen.attention, seen.frames, strict=True)])
+    np.testing.assert_allclose(pooled, asked.attention, rtol=1e-5, atol=1e-7)
     assert [len(a) for a in seen.attention] == before == [len(k) for k in seen.kinds]
     for a, k in zip(seen.attention, seen.kinds, strict=True):
         assert 0 < a.sum() <= 1 + 1e-5 and (a >= 0).all()
@@ -121,10 +126,10 @@ def test_efficiency_quick_measures_every_method_and_prints_the_headline(tmp_path
 
 def test_ablations_quick_reports_every_variant(tmp_path):
     ablations.main(["--quick", "--streams", "1", "--out", str(tmp_path), "--model", "random-tiny"])
-    rows = list(csv.DictReader((tmp_path / "ablations_quick.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "ablations-random-tiny_quick.csv").open()))
     assert [r["variant"] for r in rows] == [name for name, _ in ablations.VARIANTS]
     assert all(0 <= float(r["all"]) <= 1 and int(r["n"]) > 10 for r in rows)
-    assert "± " in (tmp_path / "ablations_quick.md").read_text()
+    assert "± " in (tmp_path / "ablations-random-tiny_quick.md").read_text()
 
 
 @pytest.mark.timeout(300)

@@ -189,11 +189,14 @@ def test_the_study_measures_this_stream_and_says_what_it_needs(session):
     with pytest.raises(HermesError, match="no question found the FIFO cache full"):
         session.study(budget=4096)
     list(session.ask("how many shapes are on the screen now ?"))
+    engine = session.lanes[0].engine
+    before = (engine.cache.lengths(), engine.next_position, len(engine.questions), len(session.chat))
     study = session.study(budget=64, bins=8)
     suggested = [q for q in session.source.suggestions if q["time"] <= 15.5]
     assert study.n_questions == 1 + len(suggested)  # the chat's question and the example's up to now
     assert study.heatmap.shape == (12, 8) and (study.heatmap.sum(1) <= 1 + 1e-6).all()
     assert study.tiers[0] == "shallow" and study.tiers[-1] == "deep"
+    assert (engine.cache.lengths(), engine.next_position, len(engine.questions), len(session.chat)) == before
     assert session.status()["frames"] == 33  # the study changed nothing in the session
 
 

@@ -95,7 +95,6 @@ def test_the_page_plays_an_example_draws_memory_and_answers(server):
         page.locator("#study-run").click()
         page.wait_for_function("() => document.querySelector('#study-reading').innerText.includes('questions on a "
                                "FIFO cache')", timeout=60_000)
-        assert "study-plot" in page.locator("#study-plot").get_attribute("id")
         drawn = plot_signature(page, "study-plot")
         assert re.search(r'"shape":"12, ?32"', drawn), drawn[-300:]  # a 12-layer x 32-bin heatmap was drawn
         page.screenshot(path=str(ARTIFACTS / "study.png"), full_page=False)
