@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+from transformers.models.qwen2.modeling_qwen2 import rotate_half
 
 from hermes.backbones import (
     BUNDLED_MODELS,
@@ -44,7 +45,22 @@ from hermes.backbones import (
     build_random,
     tiny_config,
 )
-from hermes.synthetic import CATEGORIES, COLOURS, EVENT_CLASSES, SHAPES, Stream, cell_labels, event_labels, generate
+from hermes.synthetic import (
+    CATEGORIES,
+    COLOURS,
+    EVENT_CLASSES,
+    QUADRANTS,
+    SHAPES,
+    Stream,
+    by_shape,
+    cell_labels,
+    event_labels,
+    evidence,
+    generate,
+    quadrant_cells,
+    render,
+    world,
+)
 from hermes.tokenizer import build_tokenizer
 
 TRAIN_SEED0 = 1_000_000
@@ -57,18 +73,20 @@ class TrainConfig:
     out: Path = BUNDLED_MODELS["hermes-tiny"]
     work: Path = Path("runs/hermes-tiny")
     seed: int = 0
-    vision_steps: int = 2000
+    vision_steps: int = 4000
     vision_batch: int = 48
-    qa_steps: int = 3500
+    qa_steps: int = 3800
     lr: float = 2e-3
-    vision_lr: float = 3e-3
+    vision_lr: float = 1e-3
     aux_weight: float = 1.0
     event_weight: float = 1.0
     event_layer: int = 4
+    retrieval_weight: float = 1.0
+    retrieval_layer: int = 6
     min_seconds: float = 16.0
     max_seconds: float = 64.0
     save_every: int = 100
-    eval_every: int = 200
+    eval_every: int = 500
     export_only: bool = False
 
 
@@ -88,14 +106,22 @@ class AuxHeads(torch.nn.Module):
         hidden = bb.language_model.config.hidden_size
         self.none_shape = torch.nn.Parameter(torch.zeros(hidden))
         self.none_colour = torch.nn.Parameter(torch.zeros(hidden))
+        self.quarters = torch.tensor(np.stack([quadrant_cells(q, 4) for q in QUADRANTS]))
 
     def loss(self, tokens: torch.Tensor, shapes: torch.Tensor, colours: torch.Tensor, embed: torch.Tensor
              ) -> tuple[torch.Tensor, float]:
-        """tokens (N, D), labels (N,), embed (V, D) -> (loss, accuracy of both labels together)."""
-        ls = tokens @ torch.cat([self.none_shape[None], embed[self.shape_ids]]).T  # (N, 1 + shapes)
-        lc = tokens @ torch.cat([self.none_colour[None], embed[self.colour_ids]]).T
-        loss = F.cross_entropy(ls, shapes) + F.cross_entropy(lc, colours)
-        acc = ((ls.argmax(-1) == shapes) & (lc.argmax(-1) == colours)).float().mean().item()
+        """tokens (T, 16, D), labels (T, 16), embed (V, D) -> (loss, accuracy of both labels).
+
+        Colour is scored per token; shape on the mean of each quarter's four tokens (a shape
+        spans its quarter, and one token holds only a piece of its outline)."""
+        quarters = self.quarters.to(tokens.device)  # (4, 4) token indices of each quarter
+        ls = tokens @ torch.cat([self.none_shape[None], embed[self.shape_ids]]).T  # (T, 16, 1 + shapes)
+        lc = tokens @ torch.cat([self.none_colour[None], embed[self.colour_ids]]).T  # (T, 16, 1 + colours)
+        ls = ls[:, quarters].mean(2)  # (T, 4, 1 + shapes)
+        shapes = shapes[:, quarters[:, 0]]  # (T, 4)
+        loss = F.cross_entropy(ls.flatten(0, 1), shapes.flatten()) + F.cross_entropy(lc.flatten(0, 1),
+                                                                                     colours.flatten())
+        acc = ((ls.argmax(-1) == shapes).float().mean() * (lc.argmax(-1) == colours).float().mean()).item()
         return loss, acc
 
 
@@ -148,6 +174,8 @@ class Sample:
     frame_feats: torch.Tensor  # (T, tokens_per_frame, D)
     frame_index: torch.Tensor  # (T * tokens_per_frame,) sequence index of every frame token
     n_questions: int
+    # per retrieval head: (rows (Q,) that predict an answer, (Q, N) bool: the tokens holding its evidence)
+    evidence: list[tuple[torch.Tensor, torch.Tensor]]
 
 
 def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
@@ -172,6 +200,9 @@ def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
     targets = [-100] * n_stream
     positions = list(range(n_stream))
     blocks = []  # (start, end, visible stream length)
+    frame_pos = torch.cat(frame_index).view(len(stream.frames), -1)  # (T, tokens_per_frame)
+    grid = int(round(bb.tokens_per_frame ** 0.5))
+    slots: list[list[tuple[int, list[int]]]] = [[] for _ in RETRIEVAL_HEADS]  # (row, evidence positions)
     for q in stream.questions:
         visible = next(end for t, end in chunk_end if t >= q.time - 1e-6)
         answer = bb.encode_text(q.answer)
@@ -183,20 +214,67 @@ def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
         targets += [-100] * (len(ids) - 2) + [answer[0], im_end]
         positions += list(range(visible, visible + len(ids)))
         blocks.append((start, start + len(ids), visible))
+        for slot, where in zip(slots, evidence(stream, q), strict=False):
+            cells = [frame_pos[i] if not shape else frame_pos[i, quadrant_cells(by_shape(stream.objects, shape).quadrant,
+                                                                                   grid)] for i, shape in where]
+            if cells:
+                slot.append((start + len(ids) - 2, torch.cat(cells).tolist()))
     n = len(targets)
     mask = torch.zeros(n, n, dtype=torch.bool)
     mask[:n_stream, :n_stream] = torch.ones(n_stream, n_stream, dtype=torch.bool).tril()
     for start, end, visible in blocks:
         mask[start:end, :visible] = True
         mask[start:end, start:end] = torch.ones(end - start, end - start, dtype=torch.bool).tril()
+    where = []
+    for slot in slots:
+        hold = torch.zeros(len(slot), n, dtype=torch.bool)
+        for k, (_, cols) in enumerate(slot):
+            hold[k, cols] = True
+        where.append((torch.tensor([row for row, _ in slot], dtype=torch.long, device=device), hold.to(device)))
     return Sample(torch.cat(parts, dim=1), torch.tensor([positions], device=device), mask[None, None].to(device),
                   torch.tensor(targets, device=device), torch.cat(feats_all), torch.cat(frame_index).to(device),
-                  len(blocks))
+                  len(blocks), where)
 
 
-def qa_forward(bb: Backbone, sample: Sample, layer: int) -> tuple[torch.Tensor, float, torch.Tensor]:
+RETRIEVAL_HEADS = (0, 2)  # one head per object a question is about; different KV heads
+
+
+def retrieval_loss(bb: Backbone, sample: Sample, hidden: torch.Tensor, layer: int) -> tuple[torch.Tensor, float]:
+    """Attention supervision: at decoder layer `layer` (input hidden (N, D)), head
+    RETRIEVAL_HEADS[k] of each answer-predicting row should put its attention on the tokens
+    that hold the evidence for the k-th object its question is about (synthetic.evidence).
+    Returns (-log attention mass on the evidence, share of rows whose top key is evidence).
+
+    It is the answer-only signal made dense: a question learns where to look directly,
+    instead of through a softmax over thousands of frame tokens from one answer word."""
+    block = bb.language_model.layers[layer]
+    attn = block.self_attn
+    x = block.input_layernorm(hidden)  # (N, D)
+    cos, sin = bb.language_model.rotary_emb(x[None], sample.positions)  # (1, N, head_dim)
+    cos, sin = cos[0], sin[0]
+    n_heads = attn.config.num_attention_heads
+    group = n_heads // attn.config.num_key_value_heads
+    keys = attn.k_proj(x).view(len(x), -1, attn.head_dim)  # (N, kv_heads, head_dim)
+    losses, hits = [], []
+    for (rows, hold), head in zip(sample.evidence, RETRIEVAL_HEADS, strict=True):
+        if not len(rows):
+            continue
+        q = attn.q_proj(x[rows]).view(len(rows), n_heads, attn.head_dim)[:, head]  # (Q, head_dim)
+        k = keys[:, head // group]  # (N, head_dim)
+        q = q * cos[rows] + rotate_half(q) * sin[rows]
+        k = k * cos + rotate_half(k) * sin
+        logits = (q @ k.T * attn.scaling).masked_fill(~sample.mask[0, 0, rows], float("-inf"))  # (Q, N)
+        logp = logits.log_softmax(-1)
+        losses.append(-torch.logsumexp(logp.masked_fill(~hold, float("-inf")), -1))
+        hits.append(hold.gather(1, logits.argmax(-1, keepdim=True)).float())
+    if not losses:
+        return hidden.new_zeros(()), float("nan")
+    return torch.cat(losses).mean(), torch.cat(hits).mean().item()
+
+
+def qa_forward(bb: Backbone, sample: Sample, layer: int) -> tuple[torch.Tensor, float, torch.Tensor, tuple]:
     """(answer loss, answer accuracy, (T * tokens_per_frame, D) frame-token hidden states
-    after `layer` decoder layers) for one sample."""
+    after `layer` decoder layers, all hidden states) for one sample."""
     out = bb.language_model(inputs_embeds=sample.embeds, position_ids=sample.positions,
                             attention_mask={"full_attention": sample.mask}, use_cache=False,
                             output_hidden_states=True)
@@ -207,12 +285,30 @@ def qa_forward(bb: Backbone, sample: Sample, layer: int) -> tuple[torch.Tensor, 
     word = hit.clone()
     word[hit.nonzero().flatten()[1::2]] = False  # even hits: the answer words
     acc = (logits[word].argmax(-1) == sample.targets[word]).float().mean().item()
-    return loss, acc, out.hidden_states[layer][0, sample.frame_index]
+    return loss, acc, out.hidden_states[layer][0, sample.frame_index], out.hidden_states
 
 
 def dense_labels(stream: Stream, grid: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     shapes, colours = cell_labels(stream, grid)
     return torch.from_numpy(shapes).to(device).view(-1), torch.from_numpy(colours).to(device).view(-1)
+
+
+def vision_batch(step: int, size: int, device: torch.device) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """`size` frames, each from its own training world at a random moment, and their dense
+    labels: uint8 (B, H, W, 3), shapes and colours (B, 16). Independent frames (not runs of
+    one stream) are what lets the vision tower learn shapes apart from their colours."""
+    rng = np.random.default_rng([TRAIN_SEED0, step])
+    frames, shapes, colours = [], [], []
+    for i in range(size):
+        objects, scenes = world(TRAIN_SEED0 + 7_919 * step + i, 64.0)
+        t = float(rng.uniform(0.0, 64.0))
+        one = Stream(0, 64.0, FPS, np.zeros((1, 64, 64, 3), np.uint8), np.array([t]), [], objects, scenes)
+        frames.append(render(objects, scenes, t, (64, 64)))
+        s, c = cell_labels(one, 4)
+        shapes.append(s[0])
+        colours.append(c[0])
+    return (np.stack(frames), torch.from_numpy(np.stack(shapes)).to(device),
+            torch.from_numpy(np.stack(colours)).to(device))
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int = 50) -> float:
@@ -334,16 +430,9 @@ def train(cfg: TrainConfig) -> dict:
         for step in bar:
             for group in opt_v.param_groups:
                 group["lr"] = lr_at(step, cfg.vision_steps, cfg.vision_lr)
-            streams = [generate(TRAIN_SEED0 + 7_919 * step + i, seconds=16, fps=FPS, question_every=None)
-                       for i in range(3)]
-            frames = np.concatenate([s.frames for s in streams])
-            pick = np.array(rng.sample(range(len(frames)), min(cfg.vision_batch, len(frames))))
-            labels = [dense_labels(s, 4, device) for s in streams]
-            shapes = torch.cat([lab[0].view(len(s.frames), -1) for lab, s in zip(labels, streams, strict=True)])
-            colours = torch.cat([lab[1].view(len(s.frames), -1) for lab, s in zip(labels, streams, strict=True)])
-            tokens = frame_tokens(bb, bb.preprocess(frames[pick]).to(device))
-            loss, acc = heads.loss(tokens.reshape(-1, tokens.shape[-1]), shapes[pick].reshape(-1),
-                                   colours[pick].reshape(-1), embed.detach())
+            frames, shapes, colours = vision_batch(step, cfg.vision_batch, device)
+            tokens = frame_tokens(bb, bb.preprocess(frames).to(device))
+            loss, acc = heads.loss(tokens, shapes, colours, embed.detach())
             opt_v.zero_grad()
             loss.backward()
             opt_v.step()
@@ -361,18 +450,19 @@ def train(cfg: TrainConfig) -> dict:
         seconds = stream_seconds(step, cfg, rng)
         stream = generate(TRAIN_SEED0 + step, seconds=seconds, fps=FPS)
         sample = build_sample(bb, stream, device)
-        loss, acc, hidden = qa_forward(bb, sample, cfg.event_layer)
+        loss, acc, hidden, states = qa_forward(bb, sample, cfg.event_layer)
+        ret_loss, ret_acc = retrieval_loss(bb, sample, states[cfg.retrieval_layer][0], cfg.retrieval_layer)
         shapes, colours = dense_labels(stream, 4, device)
-        aux, cell_acc = heads.loss(sample.frame_feats.reshape(-1, sample.frame_feats.shape[-1]), shapes, colours,
-                                   embed)
+        aux, cell_acc = heads.loss(sample.frame_feats, shapes.view(len(stream.frames), -1),
+                                   colours.view(len(stream.frames), -1), embed)
         labels = {k: torch.from_numpy(v).to(device).view(-1) for k, v in event_labels(stream, 4).items()}
         ev_loss, ev_acc = events.loss(hidden, labels)
         opt.zero_grad()
-        (loss + cfg.aux_weight * aux + cfg.event_weight * ev_loss).backward()
+        (loss + cfg.aux_weight * aux + cfg.event_weight * ev_loss + cfg.retrieval_weight * ret_loss).backward()
         torch.nn.utils.clip_grad_norm_(bb.model.parameters(), 1.0)
         opt.step()
         ema_acc = acc if ema_acc is None else 0.95 * ema_acc + 0.05 * acc
-        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{ema_acc:.3f}", cell=f"{cell_acc:.2f}", ev=f"{ev_acc:.2f}",
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{ema_acc:.3f}", cell=f"{cell_acc:.2f}", ev=f"{ev_acc:.2f}", ret=f"{ret_acc:.2f}",
                         s=int(seconds))
         state["step"] = step + 1
         if (step + 1) % cfg.save_every == 0:
@@ -404,6 +494,7 @@ def main() -> None:
     parser.add_argument("--vision-steps", type=int, default=defaults.vision_steps)
     parser.add_argument("--qa-steps", type=int, default=defaults.qa_steps)
     parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--vision-lr", type=float, default=defaults.vision_lr)
     parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds)
     parser.add_argument("--save-every", type=int, default=defaults.save_every)
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
