@@ -211,7 +211,7 @@ def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
     positions = list(range(n_stream))
     blocks = []  # (start, end, visible stream length)
     frame_pos = torch.cat(frame_index).view(len(stream.frames), -1)  # (T, tokens_per_frame)
-    grid = int(round(bb.tokens_per_frame ** 0.5))
+    grid = round(bb.tokens_per_frame ** 0.5)
     slots: list[list[tuple[int, list[int]]]] = [[] for _ in RETRIEVAL_HEADS]  # (row, evidence positions)
     for q in stream.questions:
         visible = next(end for t, end in chunk_end if t >= q.time - 1e-6)
@@ -225,8 +225,8 @@ def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
         positions += list(range(visible, visible + len(ids)))
         blocks.append((start, start + len(ids), visible))
         for slot, where in zip(slots, evidence(stream, q), strict=False):
-            cells = [frame_pos[i] if not shape else frame_pos[i, quadrant_cells(by_shape(stream.objects, shape).quadrant,
-                                                                                   grid)] for i, shape in where]
+            cells = [frame_pos[i, quadrant_cells(by_shape(stream.objects, shape).quadrant, grid)] if shape
+                     else frame_pos[i] for i, shape in where]  # shape "" = the whole frame
             if cells:
                 slot.append((start + len(ids) - 2, torch.cat(cells).tolist()))
     n = len(targets)
@@ -476,8 +476,8 @@ def train(cfg: TrainConfig) -> dict:
         torch.nn.utils.clip_grad_norm_(bb.model.parameters(), 1.0)
         opt.step()
         ema_acc = acc if ema_acc is None else 0.95 * ema_acc + 0.05 * acc
-        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{ema_acc:.3f}", cell=f"{cell_acc:.2f}", ev=f"{ev_acc:.2f}", ret=f"{ret_acc:.2f}",
-                        s=int(seconds))
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{ema_acc:.3f}", cell=f"{cell_acc:.2f}", ev=f"{ev_acc:.2f}",
+                        ret=f"{ret_acc:.2f}", s=int(seconds))
         state["step"] = step + 1
         if (step + 1) % cfg.save_every == 0:
             checkpoint()

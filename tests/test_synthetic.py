@@ -174,7 +174,8 @@ def test_evidence_points_at_the_frames_that_show_the_answer(start):
             for where in slots:
                 assert len(where) == 1
                 for i, shape in where:
-                    assert i <= now and (shape == "" or by_shape(stream.objects, shape).visible(float(stream.timestamps[i])))
+                    shown = shape == "" or by_shape(stream.objects, shape).visible(float(stream.timestamps[i]))
+                    assert i <= now and shown
                     assert EVIDENCE_CASES[start](stream, q, now, i, shape), (q, where)
                     checked += 1
     assert checked >= 10
