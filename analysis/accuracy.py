@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 import time
 from collections import defaultdict
@@ -65,11 +66,17 @@ def first_word(text: str) -> str:
     return words[0] if words else ""
 
 
+def template(question: str) -> str:
+    """The question with its shape names replaced by X: one row per ShapeStream template."""
+    return re.sub("|".join(SHAPES), "X", question)
+
+
 @dataclass
 class Run:
     policy: str
     fraction: float | None  # None: full
     hits: dict[str, list[bool]]
+    templates: dict[str, list[bool]] | None = None  # template -> hits
 
     def accuracy(self, category: str | None = None) -> float:
         if isinstance(self.hits, Scores):
@@ -82,7 +89,8 @@ class Scores(dict):
     """Accuracies read back from accuracy.csv (category or "all" -> accuracy)."""
 
 
-def run_stream(backbone: Backbone, stream, policy: str, fraction: float | None, hits: dict) -> None:
+def run_stream(backbone: Backbone, stream, policy: str, fraction: float | None, hits: dict,
+               templates: dict | None = None) -> None:
     """Ingest one stream in chunks; answer each question when the stream reaches its time."""
     video_tokens = len(stream.frames) * backbone.tokens_per_frame + -(-len(stream.frames) // CHUNK)
     budget = None if fraction is None else max(8, int(fraction * video_tokens))
@@ -99,6 +107,8 @@ def run_stream(backbone: Backbone, stream, policy: str, fraction: float | None, 
         done = upto
         for q in by_time[t]:
             hits[q.category].append(first_word(engine.ask(q.question).text) == q.answer)
+            if templates is not None:
+                templates[template(q.question)].append(hits[q.category][-1])
 
 
 def held_out_streams(n: int, size: tuple[int, int] = (64, 64)) -> list:
@@ -133,18 +143,39 @@ def shapestream(args: argparse.Namespace) -> None:
     bar = tqdm(total=len(configs) * len(streams), desc="accuracy", unit="stream")
     for policy, fraction in configs:
         hits: dict[str, list[bool]] = defaultdict(list)
+        templates: dict[str, list[bool]] = defaultdict(list)
         for stream in streams:
-            run_stream(backbone, stream, policy, fraction, hits)
+            run_stream(backbone, stream, policy, fraction, hits, templates)
             bar.update(1)
-        runs.append(Run(policy, fraction, dict(hits)))
+        runs.append(Run(policy, fraction, dict(hits), dict(templates)))
         bar.set_postfix(last=f"{policy}@{fraction}: {runs[-1].accuracy():.3f}")
     bar.close()
     chance, counts = chance_levels(questions)
-    write_results(runs, chance, counts, args, len(streams), len(questions))
+    write_results(runs, chance, counts, args, len(streams), len(questions), questions)
+
+
+def template_table(runs: list[Run], questions: list[Question]) -> list[str]:
+    """Markdown rows: accuracy per question template for `full` and every policy at the
+    smallest budget (where eviction shows), with the template's chance level."""
+    fraction = min((r.fraction for r in runs if r.fraction is not None), default=None)
+    shown = [r for r in runs if r.templates and (r.fraction is None or r.fraction == fraction)]
+    if not shown:
+        return []
+    by_template = defaultdict(list)
+    for q in questions:
+        by_template[template(q.question)].append(q)
+    names = [r.policy if r.fraction is None else f"{r.policy} {100 * r.fraction:g}%" for r in shown]
+    lines = ["", "Per question template (the weakest rows say what limits the model):", "",
+             "| template | category | n | chance | " + " | ".join(names) + " |", "|" + "---|" * (4 + len(names))]
+    for name, qs in by_template.items():
+        chance = np.mean([1 / n_options(q) for q in qs])
+        cells = [f"{np.mean(r.templates[name]):.3f}" if r.templates.get(name) else "-" for r in shown]
+        lines.append(f"| {name} | {qs[0].category} | {len(qs)} | {chance:.3f} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_results(runs: list[Run], chance: dict, counts: dict, args: argparse.Namespace, n_streams: int,
-                  n_questions: int) -> None:
+                  n_questions: int, questions: list[Question] | None = None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
     with (RESULTS / f"accuracy{suffix}.csv").open("w", newline="") as fh:
@@ -172,6 +203,7 @@ def write_results(runs: list[Run], chance: dict, counts: dict, args: argparse.Na
         budget = "100% (full)" if r.fraction is None else f"{100 * r.fraction:g}%"
         lines.append(f"| {r.policy} | {budget} | {r.accuracy():.3f} | "
                      + " | ".join(f"{r.accuracy(c):.3f}" for c in CATEGORIES) + " |")
+    lines += template_table(runs, questions or [])
     (RESULTS / f"accuracy{suffix}.md").write_text("\n".join(lines) + "\n")
     plot(runs, chance, RESULTS / f"accuracy{suffix}.png")
     print("\n".join(lines))
