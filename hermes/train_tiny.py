@@ -59,6 +59,7 @@ from hermes.synthetic import (
     CATEGORIES,
     COLOURS,
     EVENT_CLASSES,
+    NUMBERS,
     QUADRANTS,
     SHAPES,
     Stream,
@@ -93,6 +94,7 @@ class TrainConfig:
     event_layer: int = 4
     retrieval_weight: float = 1.0
     retrieval_layer: int = 6
+    readout_weight: float = 1.0
     min_seconds: float = 16.0
     max_seconds: float = 64.0
     save_every: int = 100
@@ -186,6 +188,9 @@ class Sample:
     n_questions: int
     # per retrieval head: (rows (Q,) that predict an answer, (Q, N) bool: the tokens holding its evidence)
     evidence: list[tuple[torch.Tensor, torch.Tensor]]
+    # per row of the first retrieval head: (Q, V) bool, the words its answer is chosen from
+    # (colours, shapes or numbers; all False for yes/no questions, which need both heads)
+    options: torch.Tensor
 
 
 def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
@@ -213,6 +218,7 @@ def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
     frame_pos = torch.cat(frame_index).view(len(stream.frames), -1)  # (T, tokens_per_frame)
     grid = round(bb.tokens_per_frame ** 0.5)
     slots: list[list[tuple[int, list[int]]]] = [[] for _ in RETRIEVAL_HEADS]  # (row, evidence positions)
+    options: list[list[int]] = []  # per row of slots[0]: the ids its answer is chosen from
     for q in stream.questions:
         visible = next(end for t, end in chunk_end if t >= q.time - 1e-6)
         answer = bb.encode_text(q.answer)
@@ -229,6 +235,8 @@ def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
                      else frame_pos[i] for i, shape in where]  # shape "" = the whole frame
             if cells:
                 slot.append((start + len(ids) - 2, torch.cat(cells).tolist()))
+                if slot is slots[0]:
+                    options.append([bb.tokenizer.convert_tokens_to_ids(w) for w in answer_words(q.answer)])
     n = len(targets)
     mask = torch.zeros(n, n, dtype=torch.bool)
     mask[:n_stream, :n_stream] = torch.ones(n_stream, n_stream, dtype=torch.bool).tril()
@@ -241,22 +249,39 @@ def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
         for k, (_, cols) in enumerate(slot):
             hold[k, cols] = True
         where.append((torch.tensor([row for row, _ in slot], dtype=torch.long, device=device), hold.to(device)))
+    choose = torch.zeros(len(options), bb.language_model.config.vocab_size, dtype=torch.bool)
+    for k, ids in enumerate(options):
+        choose[k, ids] = True
     return Sample(torch.cat(parts, dim=1), torch.tensor([positions], device=device), mask[None, None].to(device),
                   torch.tensor(targets, device=device), torch.cat(feats_all), torch.cat(frame_index).to(device),
-                  len(blocks), where)
+                  len(blocks), where, choose.to(device))
 
 
 RETRIEVAL_HEADS = (0, 2)  # one head per object a question is about; different KV heads
 
 
-def retrieval_loss(bb: Backbone, sample: Sample, hidden: torch.Tensor, layer: int) -> tuple[torch.Tensor, float]:
+def answer_words(answer: str) -> tuple[str, ...]:
+    """The words a ShapeStream answer is chosen from; () for yes/no (two objects compared)."""
+    for group in (tuple(COLOURS), SHAPES, NUMBERS[:5]):
+        if answer in group:
+            return group
+    return ()
+
+
+def retrieval_loss(bb: Backbone, sample: Sample, hidden: torch.Tensor, layer: int
+                   ) -> tuple[torch.Tensor, float, torch.Tensor]:
     """Attention supervision: at decoder layer `layer` (input hidden (N, D)), head
     RETRIEVAL_HEADS[k] of each answer-predicting row should put its attention on the tokens
     that hold the evidence for the k-th object its question is about (synthetic.evidence).
-    Returns (-log attention mass on the evidence, share of rows whose top key is evidence).
+    Returns (-log attention mass on the evidence, share of rows whose top key is evidence,
+    readout loss).
 
     It is the answer-only signal made dense: a question learns where to look directly,
-    instead of through a softmax over thousands of frame tokens from one answer word."""
+    instead of through a softmax over thousands of frame tokens from one answer word. The
+    readout loss asks the first head's own output, read through the final norm and the
+    tied word embeddings, to name the answer among its options (colours, shapes or
+    numbers): looking in the right place is no use if what the head brings back is not
+    the answer."""
     block = bb.language_model.layers[layer]
     attn = block.self_attn
     x = block.input_layernorm(hidden)  # (N, D)
@@ -265,7 +290,7 @@ def retrieval_loss(bb: Backbone, sample: Sample, hidden: torch.Tensor, layer: in
     n_heads = attn.config.num_attention_heads
     group = n_heads // attn.config.num_key_value_heads
     keys = attn.k_proj(x).view(len(x), -1, attn.head_dim)  # (N, kv_heads, head_dim)
-    losses, hits = [], []
+    losses, hits, readout = [], [], hidden.new_zeros(())
     for (rows, hold), head in zip(sample.evidence, RETRIEVAL_HEADS, strict=True):
         if not len(rows):
             continue
@@ -277,9 +302,17 @@ def retrieval_loss(bb: Backbone, sample: Sample, hidden: torch.Tensor, layer: in
         logp = logits.log_softmax(-1)
         losses.append(-torch.logsumexp(logp.masked_fill(~hold, float("-inf")), -1))
         hits.append(hold.gather(1, logits.argmax(-1, keepdim=True)).float())
+        if head == RETRIEVAL_HEADS[0] and sample.options.any():
+            values = attn.v_proj(x).view(len(x), -1, attn.head_dim)[:, head // group]  # (N, head_dim)
+            out = logp.exp() @ values  # (Q, head_dim)
+            w_o = attn.o_proj.weight[:, head * attn.head_dim:(head + 1) * attn.head_dim]  # (D, head_dim)
+            words = bb.model.lm_head(bb.language_model.norm(out @ w_o.T))  # (Q, V)
+            has = sample.options.any(-1)
+            words = words[has].masked_fill(~sample.options[has], float("-inf"))
+            readout = F.cross_entropy(words, sample.targets[rows[has]])
     if not losses:
-        return hidden.new_zeros(()), float("nan")
-    return torch.cat(losses).mean(), torch.cat(hits).mean().item()
+        return hidden.new_zeros(()), float("nan"), readout
+    return torch.cat(losses).mean(), torch.cat(hits).mean().item(), readout
 
 
 def qa_forward(bb: Backbone, sample: Sample, layer: int) -> tuple[torch.Tensor, float, torch.Tensor, tuple]:
@@ -465,14 +498,15 @@ def train(cfg: TrainConfig) -> dict:
         stream = generate(TRAIN_SEED0 + step, seconds=seconds, fps=FPS)
         sample = build_sample(bb, stream, device)
         loss, acc, hidden, states = qa_forward(bb, sample, cfg.event_layer)
-        ret_loss, ret_acc = retrieval_loss(bb, sample, states[cfg.retrieval_layer][0], cfg.retrieval_layer)
+        ret_loss, ret_acc, readout = retrieval_loss(bb, sample, states[cfg.retrieval_layer][0], cfg.retrieval_layer)
         shapes, colours = dense_labels(stream, 4, device)
         aux, cell_acc = heads.loss(sample.frame_feats, shapes.view(len(stream.frames), -1),
                                    colours.view(len(stream.frames), -1), embed)
         labels = {k: torch.from_numpy(v).to(device).view(-1) for k, v in event_labels(stream, 4).items()}
         ev_loss, ev_acc = events.loss(hidden, labels)
         opt.zero_grad()
-        (loss + cfg.aux_weight * aux + cfg.event_weight * ev_loss + cfg.retrieval_weight * ret_loss).backward()
+        (loss + cfg.aux_weight * aux + cfg.event_weight * ev_loss
+         + cfg.retrieval_weight * (ret_loss + cfg.readout_weight * readout)).backward()
         torch.nn.utils.clip_grad_norm_(bb.model.parameters(), 1.0)
         opt.step()
         ema_acc = acc if ema_acc is None else 0.95 * ema_acc + 0.05 * acc
@@ -509,6 +543,7 @@ def main() -> None:
     parser.add_argument("--qa-steps", type=int, default=defaults.qa_steps)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--vision-lr", type=float, default=defaults.vision_lr)
+    parser.add_argument("--readout-weight", type=float, default=defaults.readout_weight)
     parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds)
     parser.add_argument("--save-every", type=int, default=defaults.save_every)
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)

@@ -53,11 +53,31 @@ def test_attention_supervision_teaches_a_head_where_to_look(setup):
     attn = bb.language_model.layers[LAYER].self_attn
     params = [*attn.q_proj.parameters(), *attn.k_proj.parameters()]
     opt = torch.optim.Adam(params, lr=1e-2)
-    first_loss, first_hit = retrieval_loss(bb, sample, hidden, LAYER)
+    first_loss, first_hit, _ = retrieval_loss(bb, sample, hidden, LAYER)
     for _ in range(60):
-        loss, hit = retrieval_loss(bb, sample, hidden, LAYER)
+        loss, hit, _ = retrieval_loss(bb, sample, hidden, LAYER)
         opt.zero_grad()
         loss.backward()
         opt.step()
     assert np.isfinite(first_loss.item()) and loss.item() < first_loss.item() / 2
     assert first_hit < 0.5 < hit
+
+
+def test_readout_loss_teaches_the_head_to_bring_back_the_answer(setup):
+    bb, _, sample = setup
+    with torch.no_grad():
+        out = bb.language_model(inputs_embeds=sample.embeds, position_ids=sample.positions,
+                                attention_mask={"full_attention": sample.mask}, use_cache=False,
+                                output_hidden_states=True)
+    hidden = out.hidden_states[LAYER][0]
+    attn = bb.language_model.layers[LAYER].self_attn
+    assert sample.options.any(-1).sum() >= 5  # colour, shape and number questions have options
+    opt = torch.optim.Adam([p for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj) for p in m.parameters()],
+                           lr=1e-2)
+    _, _, first = retrieval_loss(bb, sample, hidden, LAYER)
+    for _ in range(60):
+        loss, _, readout = retrieval_loss(bb, sample, hidden, LAYER)
+        opt.zero_grad()
+        (loss + readout).backward()
+        opt.step()
+    assert readout.item() < first.item() / 2
