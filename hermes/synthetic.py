@@ -300,18 +300,18 @@ def evidence(stream: Stream, question: Question) -> list[list[tuple[int, str]]]:
 
     text = " ".join(re.findall(r"[a-z]+", question.question.lower()))
     named = [by_shape(seen, g) for g in re.findall(r"the (circle|square|triangle|cross)", text)]
-    seen = [o for o in seen if any(o.visible(float(t)) for t in ts[: now + 1])]  # sampled at least once
+    sampled = [o for o in seen if any(o.visible(float(t)) for t in ts[: now + 1])]  # on some frame so far
     if text.startswith("how many shapes are on"):
         return [[(now, "")]]
     if text.startswith("what colour is"):
         return [[(now, o.shape) for o in named if o and o.visible(float(ts[now]))]]
     if text.startswith("which shape appeared first"):
-        return [[(first_frame(seen[0]), seen[0].shape)]] if seen else []
+        return [[(first_frame(sampled[0]), sampled[0].shape)]] if sampled else []
     if text.startswith("how many shapes have appeared"):
-        return [[(first_frame(seen[-1]), seen[-1].shape)]] if seen else []
-    if text.startswith("how many times") and named[0] in seen:
+        return [[(first_frame(sampled[-1]), sampled[-1].shape)]] if sampled else []
+    if text.startswith("how many times") and named[0] in sampled:
         return [[((changes(named[0]) or [first_frame(named[0])])[-1], named[0].shape)]]
-    if named and all(o in seen for o in named):  # what colour was X when it appeared / did X appear before Y
+    if named and all(o in sampled for o in named):  # what colour was X when it appeared / did X appear before Y
         return [[(first_frame(o), o.shape)] for o in named]
     return []
 

@@ -118,7 +118,8 @@ class AuxHeads(torch.nn.Module):
         hidden = bb.language_model.config.hidden_size
         self.none_shape = torch.nn.Parameter(torch.zeros(hidden))
         self.none_colour = torch.nn.Parameter(torch.zeros(hidden))
-        self.quarters = torch.tensor(np.stack([quadrant_cells(q, 4) for q in QUADRANTS]))
+        self.register_buffer("quarters", torch.tensor(np.stack([quadrant_cells(q, 4) for q in QUADRANTS])),
+                             persistent=False)  # (4, 4) token indices of each quarter
 
     def loss(self, tokens: torch.Tensor, shapes: torch.Tensor, colours: torch.Tensor, embed: torch.Tensor
              ) -> tuple[torch.Tensor, float]:
@@ -126,7 +127,7 @@ class AuxHeads(torch.nn.Module):
 
         Colour is scored per token; shape on the mean of each quarter's four tokens (a shape
         spans its quarter, and one token holds only a piece of its outline)."""
-        quarters = self.quarters.to(tokens.device)  # (4, 4) token indices of each quarter
+        quarters = self.quarters
         ls = tokens @ torch.cat([self.none_shape[None], embed[self.shape_ids]]).T  # (T, 16, 1 + shapes)
         lc = tokens @ torch.cat([self.none_colour[None], embed[self.colour_ids]]).T  # (T, 16, 1 + colours)
         ls = ls[:, quarters].mean(2)  # (T, 4, 1 + shapes)
@@ -268,13 +269,13 @@ def answer_words(answer: str) -> tuple[str, ...]:
     return ()
 
 
-def retrieval_loss(bb: Backbone, sample: Sample, hidden: torch.Tensor, layer: int
+def retrieval_loss(bb: Backbone, sample: Sample, hidden: torch.Tensor, layer: int, readout: bool = True
                    ) -> tuple[torch.Tensor, float, torch.Tensor]:
     """Attention supervision: at decoder layer `layer` (input hidden (N, D)), head
     RETRIEVAL_HEADS[k] of each answer-predicting row should put its attention on the tokens
     that hold the evidence for the k-th object its question is about (synthetic.evidence).
     Returns (-log attention mass on the evidence, share of rows whose top key is evidence,
-    readout loss).
+    readout loss, zero when `readout` is off).
 
     It is the answer-only signal made dense: a question learns where to look directly,
     instead of through a softmax over thousands of frame tokens from one answer word. The
@@ -290,7 +291,7 @@ def retrieval_loss(bb: Backbone, sample: Sample, hidden: torch.Tensor, layer: in
     n_heads = attn.config.num_attention_heads
     group = n_heads // attn.config.num_key_value_heads
     keys = attn.k_proj(x).view(len(x), -1, attn.head_dim)  # (N, kv_heads, head_dim)
-    losses, hits, readout = [], [], hidden.new_zeros(())
+    losses, hits, read = [], [], hidden.new_zeros(())
     for (rows, hold), head in zip(sample.evidence, RETRIEVAL_HEADS, strict=True):
         if not len(rows):
             continue
@@ -302,22 +303,22 @@ def retrieval_loss(bb: Backbone, sample: Sample, hidden: torch.Tensor, layer: in
         logp = logits.log_softmax(-1)
         losses.append(-torch.logsumexp(logp.masked_fill(~hold, float("-inf")), -1))
         hits.append(hold.gather(1, logits.argmax(-1, keepdim=True)).float())
-        if head == RETRIEVAL_HEADS[0] and sample.options.any():
+        if readout and head == RETRIEVAL_HEADS[0] and sample.options.any():
             values = attn.v_proj(x).view(len(x), -1, attn.head_dim)[:, head // group]  # (N, head_dim)
             out = logp.exp() @ values  # (Q, head_dim)
             w_o = attn.o_proj.weight[:, head * attn.head_dim:(head + 1) * attn.head_dim]  # (D, head_dim)
             words = bb.model.lm_head(bb.language_model.norm(out @ w_o.T))  # (Q, V)
             has = sample.options.any(-1)
             words = words[has].masked_fill(~sample.options[has], float("-inf"))
-            readout = F.cross_entropy(words, sample.targets[rows[has]])
+            read = F.cross_entropy(words, sample.targets[rows[has]])
     if not losses:
-        return hidden.new_zeros(()), float("nan"), readout
-    return torch.cat(losses).mean(), torch.cat(hits).mean().item(), readout
+        return hidden.new_zeros(()), float("nan"), read
+    return torch.cat(losses).mean(), torch.cat(hits).mean().item(), read
 
 
-def qa_forward(bb: Backbone, sample: Sample, layer: int) -> tuple[torch.Tensor, float, torch.Tensor, tuple]:
-    """(answer loss, answer accuracy, (T * tokens_per_frame, D) frame-token hidden states
-    after `layer` decoder layers, all hidden states) for one sample."""
+def qa_forward(bb: Backbone, sample: Sample) -> tuple[torch.Tensor, float, tuple]:
+    """(answer loss, answer accuracy, hidden states: the input of every decoder layer, then
+    the final output, each (1, N, D)) for one sample."""
     out = bb.language_model(inputs_embeds=sample.embeds, position_ids=sample.positions,
                             attention_mask={"full_attention": sample.mask}, use_cache=False,
                             output_hidden_states=True)
@@ -328,12 +329,12 @@ def qa_forward(bb: Backbone, sample: Sample, layer: int) -> tuple[torch.Tensor, 
     word = hit.clone()
     word[hit.nonzero().flatten()[1::2]] = False  # even hits: the answer words
     acc = (logits[word].argmax(-1) == sample.targets[word]).float().mean().item()
-    return loss, acc, out.hidden_states[layer][0, sample.frame_index], out.hidden_states
+    return loss, acc, out.hidden_states
 
 
 def dense_labels(stream: Stream, grid: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     shapes, colours = cell_labels(stream, grid)
-    return torch.from_numpy(shapes).to(device).view(-1), torch.from_numpy(colours).to(device).view(-1)
+    return torch.from_numpy(shapes).to(device), torch.from_numpy(colours).to(device)  # (T, grid * grid) each
 
 
 def vision_batch(step: int, size: int, device: torch.device) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
@@ -497,11 +498,12 @@ def train(cfg: TrainConfig) -> dict:
         seconds = stream_seconds(step, cfg, rng)
         stream = generate(TRAIN_SEED0 + step, seconds=seconds, fps=FPS)
         sample = build_sample(bb, stream, device)
-        loss, acc, hidden, states = qa_forward(bb, sample, cfg.event_layer)
-        ret_loss, ret_acc, readout = retrieval_loss(bb, sample, states[cfg.retrieval_layer][0], cfg.retrieval_layer)
+        loss, acc, states = qa_forward(bb, sample)
+        hidden = states[cfg.event_layer][0, sample.frame_index]  # (T * tokens_per_frame, D)
+        ret_loss, ret_acc, readout = retrieval_loss(bb, sample, states[cfg.retrieval_layer][0], cfg.retrieval_layer,
+                                                    readout=cfg.readout_weight > 0)
         shapes, colours = dense_labels(stream, 4, device)
-        aux, cell_acc = heads.loss(sample.frame_feats, shapes.view(len(stream.frames), -1),
-                                   colours.view(len(stream.frames), -1), embed)
+        aux, cell_acc = heads.loss(sample.frame_feats, shapes, colours, embed)
         labels = {k: torch.from_numpy(v).to(device).view(-1) for k, v in event_labels(stream, 4).items()}
         ev_loss, ev_acc = events.loss(hidden, labels)
         opt.zero_grad()
