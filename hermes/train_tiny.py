@@ -458,7 +458,7 @@ def train(cfg: TrainConfig) -> dict:
         opt.load_state_dict(saved["opt"])
         state = saved["state"]
         rng.setstate(saved["rng"])
-        torch.set_rng_state(saved["torch_rng"])
+        torch.set_rng_state(saved["torch_rng"].cpu())  # saved on whatever device it ran
         print(f"resumed from {ckpt} at {state['stage']} step {state['step']}")
 
     def checkpoint() -> None:
