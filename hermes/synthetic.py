@@ -7,8 +7,8 @@
     stream.events       # the event log (appear / colour / leave / scene), time-ordered
     stream.questions    # Question(question, answer, time, category), answers from the event log
 
-The world: up to four shapes (circle, square, triangle, cross), each at most once per
-stream and in its own quarter of the screen, appear, drift, change colour and leave; the
+The world: up to four shapes (circle, square, triangle, cross; black outlines), each at
+most once per stream and in its own quarter of the screen, appear, drift, change colour and leave; the
 background shade changes now and then. The world is continuous (seconds, unit square),
 so the same stream renders at any fps and size: large in the app, 64 px for the model.
 
@@ -26,10 +26,14 @@ import numpy as np
 
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = {"red": (220, 50, 47), "green": (60, 190, 70), "blue": (50, 100, 230), "yellow": (235, 215, 40)}
-BACKGROUNDS = ((96, 96, 96), (40, 40, 40), (150, 150, 150))
+BACKGROUNDS = ((120, 120, 120), (165, 165, 165), (205, 205, 205))
 CATEGORIES = ("perception", "backward", "counting", "order")
 QUADRANTS = ((0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75))  # (y, x) centres
 MIN_SEGMENT_S = 2.5  # every lifetime and colour segment lasts at least this long (visible when sampled)
+DRIFT = 0.06  # how far a shape wanders from its quarter's centre, in screen sides
+# A black outline this thick (in screen sides) around every shape: it gives a shape the same
+# edges whatever its colour, which a small vision tower learns far faster than colour-dependent edges.
+OUTLINE = 0.045
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class ShapeObject:
     def centre(self, t: float) -> tuple[float, float]:
         """A slow circular drift inside its quadrant."""
         angle = self.phase + self.speed * (t - self.appear)
-        return self.quadrant[0] + 0.06 * np.sin(angle), self.quadrant[1] + 0.06 * np.cos(angle)
+        return self.quadrant[0] + DRIFT * np.sin(angle), self.quadrant[1] + DRIFT * np.cos(angle)
 
 
 @dataclass
@@ -154,31 +158,34 @@ def render(objects: list[ShapeObject], scenes: list[tuple[float, int]], t: float
     for o in objects:
         if o.visible(t):
             cy, cx = o.centre(t)
-            frame[_shape_mask(o.shape, yy, xx, cy, cx, o.radius)] = COLOURS[o.colour_at(t)]
+            frame[_shape_mask(o.shape, yy, xx, cy, cx, o.radius)] = (0, 0, 0)
+            frame[_shape_mask(o.shape, yy, xx, cy, cx, o.radius - OUTLINE)] = COLOURS[o.colour_at(t)]
     return frame
 
 
 def cell_labels(stream: Stream, grid: int) -> tuple[np.ndarray, np.ndarray]:
     """Dense per-frame targets: for a grid x grid split of each frame, the shape and colour
-    index (0 = nothing) of the object covering the cell's centre region most. (T, grid*grid) each."""
+    index (0 = nothing) of the object in the cell's quarter of the screen (every object stays
+    in its own quarter, so each of a quarter's cells names the whole object, not a fragment
+    of it). (T, grid*grid) each."""
     n = len(stream.timestamps)
     shapes = np.zeros((n, grid * grid), np.int64)
     colours = np.zeros((n, grid * grid), np.int64)
-    res = grid * 4
-    yy, xx = np.mgrid[0:res, 0:res]
-    yy, xx = (yy + 0.5) / res, (xx + 0.5) / res
-    for i, t in enumerate(stream.timestamps):
-        best = np.zeros((grid, grid))
-        for o in stream.objects:
-            if not o.visible(t):
-                continue
-            cy, cx = o.centre(t)
-            cover = _shape_mask(o.shape, yy, xx, cy, cx, o.radius).reshape(grid, 4, grid, 4).mean(axis=(1, 3))
-            win = (cover > 0.2) & (cover > best)
-            best[win] = cover[win]
-            shapes[i][win.reshape(-1)] = SHAPES.index(o.shape) + 1
-            colours[i][win.reshape(-1)] = list(COLOURS).index(o.colour_at(t)) + 1
+    for o in stream.objects:
+        cells = quadrant_cells(o.quadrant, grid)
+        for i, t in enumerate(stream.timestamps):
+            if o.visible(float(t)):
+                shapes[i, cells] = SHAPES.index(o.shape) + 1
+                colours[i, cells] = list(COLOURS).index(o.colour_at(float(t))) + 1
     return shapes, colours
+
+
+def quadrant_cells(quadrant: tuple[float, float], grid: int) -> np.ndarray:
+    """Row-major indices of the grid x grid cells inside a quarter of the screen."""
+    rows, cols = np.divmod(np.arange(grid * grid), grid)
+    top = (rows + 0.5) / grid < 0.5
+    left = (cols + 0.5) / grid < 0.5
+    return np.nonzero((top == (quadrant[0] < 0.5)) & (left == (quadrant[1] < 0.5)))[0]
 
 
 EVENT_CLASSES = ("none", "steady", "appeared", "appeared first", "colour changed")
@@ -223,22 +230,22 @@ def _seen(objects: list[ShapeObject], t: float) -> list[ShapeObject]:
     return sorted((o for o in objects if o.appear <= t), key=lambda o: o.appear)
 
 
-def _by_shape(objects: list[ShapeObject], shape: str) -> ShapeObject | None:
+def by_shape(objects: list[ShapeObject], shape: str) -> ShapeObject | None:
     return next((o for o in objects if o.shape == shape), None)
 
 
 def _colour_now(objects, t, shape):
-    o = _by_shape(_seen(objects, t), shape)
+    o = by_shape(_seen(objects, t), shape)
     return o.colour_at(t) if o and o.visible(t) else None
 
 
 def _colour_first(objects, t, shape):
-    o = _by_shape(_seen(objects, t), shape)
+    o = by_shape(_seen(objects, t), shape)
     return o.colours[0][1] if o else None
 
 
 def _changes(objects, t, shape):
-    o = _by_shape(_seen(objects, t), shape)
+    o = by_shape(_seen(objects, t), shape)
     return NUMBERS[len([c for c in o.colours[1:] if c[0] <= t])] if o else None
 
 
@@ -272,6 +279,41 @@ def answer(objects: list[ShapeObject], question: str, t: float) -> tuple[str, st
             result = fn(objects, t, *m.groups())
             return (result, category) if result is not None else None
     return None
+
+
+def evidence(stream: Stream, question: Question) -> list[list[tuple[int, str]]]:
+    """Where a question's answer can be seen: for each object the question is about (two for
+    an order question, one otherwise) the (frame index, shape) pairs whose tokens show it
+    (shape "" = the whole frame): the newest frame for questions about now, the frame where
+    a shape appeared (for "how many so far", the newest appearance: its rank is the count),
+    the frame of a shape's latest colour change. [] for questions outside the templates."""
+    ts = stream.timestamps
+    now = int(np.searchsorted(ts, question.time + 1e-6)) - 1
+    seen = _seen(stream.objects, float(ts[now]))
+
+    def first_frame(o: ShapeObject) -> int:
+        return next(i for i in range(now + 1) if o.visible(float(ts[i])))
+
+    def changes(o: ShapeObject) -> list[int]:
+        return [i for i in range(1, now + 1) if o.visible(float(ts[i])) and o.visible(float(ts[i - 1]))
+                and o.colour_at(float(ts[i])) != o.colour_at(float(ts[i - 1]))]
+
+    text = " ".join(re.findall(r"[a-z]+", question.question.lower()))
+    named = [by_shape(seen, g) for g in re.findall(r"the (circle|square|triangle|cross)", text)]
+    sampled = [o for o in seen if any(o.visible(float(t)) for t in ts[: now + 1])]  # on some frame so far
+    if text.startswith("how many shapes are on"):
+        return [[(now, "")]]
+    if text.startswith("what colour is"):
+        return [[(now, o.shape) for o in named if o and o.visible(float(ts[now]))]]
+    if text.startswith("which shape appeared first"):
+        return [[(first_frame(sampled[0]), sampled[0].shape)]] if sampled else []
+    if text.startswith("how many shapes have appeared"):
+        return [[(first_frame(sampled[-1]), sampled[-1].shape)]] if sampled else []
+    if text.startswith("how many times") and named[0] in sampled:
+        return [[((changes(named[0]) or [first_frame(named[0])])[-1], named[0].shape)]]
+    if named and all(o in sampled for o in named):  # what colour was X when it appeared / did X appear before Y
+        return [[(first_frame(o), o.shape)] for o in named]
+    return []
 
 
 def questions_at(objects: list[ShapeObject], t: float, rng: np.random.Generator) -> list[Question]:

@@ -5,7 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hermes.synthetic import CATEGORIES, COLOURS, NUMBERS, SHAPES, Event, answer, event_labels, generate, world
+from hermes.synthetic import (
+    CATEGORIES,
+    COLOURS,
+    NUMBERS,
+    SHAPES,
+    Event,
+    answer,
+    by_shape,
+    cell_labels,
+    event_labels,
+    evidence,
+    generate,
+    quadrant_cells,
+    world,
+)
 
 
 def test_same_seed_same_stream():
@@ -109,3 +123,59 @@ def test_event_labels_mark_each_appearance_and_colour_change_once_per_object():
     assert set(np.unique(labels["ordinal"])) <= {-100, 0, 1, 2, 3}
     assert ((labels["ordinal"] != -100) == (labels["event"] >= 2) & (labels["event"] <= 3)).all()
     assert ((labels["change"] != -100) == (labels["event"] == 4)).all()
+
+
+def test_cell_labels_name_the_whole_object_in_each_cell_of_its_quarter():
+    stream = generate(8, seconds=48.0)
+    shapes, colours = cell_labels(stream, 4)
+    for i, t in enumerate(stream.timestamps):
+        frame = stream.frames[i]
+        for o in stream.objects:
+            cells = quadrant_cells(o.quadrant, 4)
+            if o.visible(float(t)):
+                assert (shapes[i, cells] == SHAPES.index(o.shape) + 1).all()
+                y, x = int((o.quadrant[0] - 0.25) * 64), int((o.quadrant[1] - 0.25) * 64)
+                quarter = frame[y:y + 32, x:x + 32].reshape(-1, 3)
+                assert (quarter == COLOURS[o.colour_at(float(t))]).all(-1).any()  # its colour is on screen there
+            else:
+                assert (shapes[i, cells] == 0).all() and (colours[i, cells] == 0).all()
+
+
+def _first_frame(stream, shape):
+    return next(i for i, t in enumerate(stream.timestamps) if by_shape(stream.objects, shape).visible(float(t)))
+
+
+# question start -> what must hold for each (frame, shape) of its evidence, given the stream and question
+EVIDENCE_CASES = {
+    "what colour is": lambda s, q, now, i, shape: i == now and by_shape(s.objects, shape).colour_at(
+        float(s.timestamps[i])) == q.answer,
+    "how many shapes are on": lambda s, q, now, i, shape: i == now and shape == "",
+    "what colour was": lambda s, q, now, i, shape: i == _first_frame(s, shape) and by_shape(s.objects, shape).colour_at(
+        float(s.timestamps[i])) == q.answer,
+    "which shape appeared": lambda s, q, now, i, shape: shape == q.answer and i == _first_frame(s, shape),
+    "how many shapes have": lambda s, q, now, i, shape: i == _first_frame(s, shape) and max(
+        o.appear for o in s.objects if o.appear <= q.time) == by_shape(s.objects, shape).appear,
+    "how many times": lambda s, q, now, i, shape: (i == _first_frame(s, shape)) if q.answer == "zero" else (
+        by_shape(s.objects, shape).colour_at(float(s.timestamps[i]))
+        != by_shape(s.objects, shape).colour_at(float(s.timestamps[i - 1]))),
+    "did the": lambda s, q, now, i, shape: i == _first_frame(s, shape),
+}
+
+
+@pytest.mark.parametrize("start", list(EVIDENCE_CASES))
+def test_evidence_points_at_the_frames_that_show_the_answer(start):
+    checked = 0
+    for seed in range(6):
+        stream = generate(seed, seconds=64.0)
+        for q in (q for q in stream.questions if q.question.startswith(start)):
+            now = int(np.searchsorted(stream.timestamps, q.time + 1e-6)) - 1
+            slots = evidence(stream, q)
+            assert len(slots) == (2 if start == "did the" else 1)
+            for where in slots:
+                assert len(where) == 1
+                for i, shape in where:
+                    shown = shape == "" or by_shape(stream.objects, shape).visible(float(stream.timestamps[i]))
+                    assert i <= now and shown
+                    assert EVIDENCE_CASES[start](stream, q, now, i, shape), (q, where)
+                    checked += 1
+    assert checked >= 10
