@@ -26,7 +26,7 @@ def test_load_engine_defaults_to_the_bundled_model(engine):
 
 
 def test_beats_chance_clearly_on_held_out_streams(engine):
-    # The current model answers ~52% against ~28% chance (analysis/results/accuracy.md); 20
+    # The current model answers ~80% against ~28% chance (analysis/results/accuracy.md); 20
     # questions are too few for that margin (one stream: 4 to 13 right of 20), so this uses
     # every question of ten held-out streams.
     questions, hits = [], []
