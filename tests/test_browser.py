@@ -95,6 +95,9 @@ def test_the_page_plays_an_example_draws_memory_and_answers(server):
         page.locator("#study-run").click()
         page.wait_for_function("() => document.querySelector('#study-reading').innerText.includes('questions on a "
                                "FIFO cache')", timeout=60_000)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not plot_signature(page, "study-plot"):
+            time.sleep(0.5)  # the text can arrive a moment before plotly has drawn
         drawn = plot_signature(page, "study-plot")
         assert re.search(r'"shape":"12, ?32"', drawn), drawn[-300:]  # a 12-layer x 32-bin heatmap was drawn
         page.screenshot(path=str(ARTIFACTS / "study.png"), full_page=False)
