@@ -44,7 +44,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -166,8 +166,8 @@ def run_method(method: str, backbone: Backbone, frames: np.ndarray, times: np.nd
         fill = -(-cfg.budget // backbone.tokens_per_frame) + cfg.chunk_frames
         engine.ingest(frames[:fill], times[:fill])
         engine.flush()
-        ttft = timed_median(lambda: ask_ttft(engine), cfg.repeats)
-        return [cell(method, n, engine, ttft) for n in checkpoints]
+        measured = cell(method, 0, engine, timed_median(lambda: ask_ttft(engine), cfg.repeats))
+        return [replace(measured, frames=n) for n in checkpoints]  # the same cache whatever the stream
     if method == "reprefill":
         for n in checkpoints:
             if not fits(backbone, n, cfg.chunk_frames):

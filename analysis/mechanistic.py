@@ -40,6 +40,7 @@ from analysis import result_name
 from hermes.backbones import Backbone, load_backbone
 from hermes.cache import VIDEO
 from hermes.engine import load_engine
+from hermes.policies import get
 from hermes.synthetic import generate
 from hermes.telemetry import CacheAttention
 
@@ -147,6 +148,12 @@ def study_stream(backbone: Backbone, frames: np.ndarray, timestamps: np.ndarray,
     return profiles, summaries
 
 
+def hermes_tiers(n_layers: int, **ratios: float) -> list[str]:
+    """The tier HERMES gives each layer ("shallow", "middle", "deep"); ratios: shallow_ratio, deep_ratio."""
+    tiering = get("hermes", **ratios)
+    return [tiering.tier(i, n_layers) for i in range(n_layers)]
+
+
 def distance_edges(budget: int, bins: int) -> np.ndarray:
     """(bins + 1,) equal-width token-distance edges covering a cache of `budget` tokens."""
     return np.linspace(0, budget, bins + 1).round().astype(np.int64)
@@ -167,10 +174,7 @@ def summarise(profiles: list[np.ndarray], summaries: list[np.ndarray], edges: np
 def run(cfg: StudyConfig) -> Study:
     """Default study: held-out ShapeStream streams until `questions` questions are measured."""
     backbone = load_backbone(cfg.model)
-    from hermes.policies import get
-
-    hermes = get("hermes")
-    tiers = [hermes.tier(i, backbone.n_layers) for i in range(backbone.n_layers)]
+    tiers = hermes_tiers(backbone.n_layers)
     profiles: list[np.ndarray] = []
     summaries: list[np.ndarray] = []
     bar = tqdm(total=cfg.questions, desc="mechanistic", unit="question")

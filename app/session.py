@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import hermes
-from analysis.mechanistic import Study, distance_edges, study_stream, summarise
+from analysis.mechanistic import Study, distance_edges, hermes_tiers, study_stream, summarise
 from app.settings import Settings
 from hermes import synthetic
 from hermes.backbones import Backbone, load_backbone
@@ -368,19 +368,17 @@ class Session:
             times.append(t)
         local = backbone.pseudo_queries["local"]
         every_chunk = [(times[i], local) for i in range(chunk - 1, len(times), chunk)]
-        profiles, summaries = study_stream(backbone, np.stack(frames), np.array(times), questions or every_chunk,
-                                           budget, bins, chunk)
+        frames, times = np.stack(frames), np.array(times)
+        profiles, summaries = study_stream(backbone, frames, times, questions or every_chunk, budget, bins, chunk)
         if not profiles and questions:  # asked before the window filled: the pseudo-query after every chunk
-            profiles, summaries = study_stream(backbone, np.stack(frames), np.array(times), every_chunk, budget,
-                                               bins, chunk)
+            profiles, summaries = study_stream(backbone, frames, times, every_chunk, budget, bins, chunk)
         if not profiles:
             held = len(frames) * backbone.tokens_per_frame
             raise HermesError(f"no question found the FIFO cache full: the stream so far holds {held} video tokens, "
                               f"and the study needs more than the budget ({budget}) before a question; play further "
                               "or choose a smaller budget")
-        tiering = hermes.policies.get("hermes", shallow_ratio=self.controls.shallow_ratio,
-                                      deep_ratio=self.controls.deep_ratio)  # the tiers HERMES would give
-        tiers = [tiering.tier(i, backbone.n_layers) for i in range(backbone.n_layers)]
+        tiers = hermes_tiers(backbone.n_layers, shallow_ratio=self.controls.shallow_ratio,
+                             deep_ratio=self.controls.deep_ratio)
         return summarise(profiles, summaries, distance_edges(budget, bins), backbone.tokens_per_frame, tiers)
 
     # ---- views ----------------------------------------------------------------------------

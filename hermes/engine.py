@@ -199,16 +199,7 @@ class StreamEngine:
         if self.config.telemetry_queries:
             names.add("global")
         texts = self._pseudo_texts()
-        out = {}
-        for name in sorted(names):
-            ids = self.backbone.question_ids(texts[name])
-            n = len(ids)
-            with record_attention() as rec:
-                self._forward(self.backbone.embed_ids(ids), self.next_position + torch.arange(n),
-                              torch.full((n,), -1), torch.full((n,), TEXT), write=False)
-            out[name] = [(rec.totals[i][: len(layer)] / n).cpu().numpy()
-                         for i, layer in enumerate(self.cache.layers)]
-        return out
+        return {name: self._attention_of(self.backbone.question_ids(texts[name])) for name in sorted(names)}
 
     def _layer_budgets(self) -> list[int] | None:
         if not self.policy.evicts or self.config.budget is None:
@@ -362,26 +353,29 @@ class StreamEngine:
     def _question_attention(self, ids: list[int], frame_ids: np.ndarray) -> np.ndarray:
         """Where a question looked, (L, F): its attention over the cache pooled per frame.
         Telemetry, computed after the answer so TTFT stays clean."""
-        return self._pool(self._attend_ids(ids).attention, frame_ids)
+        return self._pool(self._attention_of(ids), frame_ids)
 
     def attend(self, text: str) -> CacheAttention:
         """Where `text`, asked now, would look: its attention over every cached token of every
         layer (mean over heads and its rows). Writes nothing and changes nothing."""
         with self._lock:
-            return self._attend_ids(self.backbone.question_ids(check_question(text)))
+            attention = self._attention_of(self.backbone.question_ids(check_question(text)))
+            layers = self.cache.layers
+            return CacheAttention(
+                attention=attention,
+                frames=[layer.frames.numpy().copy() for layer in layers],
+                kinds=[layer.kinds.numpy().astype(np.int64) for layer in layers],
+                positions=[layer.positions.numpy().copy() for layer in layers],
+            )
 
-    def _attend_ids(self, ids: list[int]) -> CacheAttention:
+    def _attention_of(self, ids: list[int]) -> list[np.ndarray]:
+        """Per layer (len(layer),): the attention the text `ids`, asked now, puts on each cached
+        token (mean over heads and its rows); the forward writes nothing."""
         n = len(ids)
         with record_attention() as rec:
             self._forward(self.backbone.embed_ids(ids), self.next_position + torch.arange(n),
                           torch.full((n,), -1), torch.full((n,), TEXT), write=False)
-        layers = self.cache.layers
-        return CacheAttention(
-            attention=[(rec.totals[i][: len(layer)] / n).cpu().numpy() for i, layer in enumerate(layers)],
-            frames=[layer.frames.numpy().copy() for layer in layers],
-            kinds=[layer.kinds.numpy().astype(np.int64) for layer in layers],
-            positions=[layer.positions.numpy().copy() for layer in layers],
-        )
+        return [(rec.totals[i][: len(layer)] / n).cpu().numpy() for i, layer in enumerate(self.cache.layers)]
 
     def _decode(self, ids: list[int], max_new: int) -> Iterator[int | None]:
         """Prefill the question at the next positions, then greedy decode with repetition
