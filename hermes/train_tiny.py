@@ -20,7 +20,10 @@ Two stages:
    above, event probes on layer-4 frame tokens (EventHeads), attention supervision
    (retrieval_loss): two heads of layer 6 learn to look from the token that predicts the
    answer at the tokens of the frame that holds the evidence, and a readout loss: the
-   first head's own output must name the answer.
+   first head's own output must name the answer; copy supervision (copy_loss): two heads
+   of layer 2 fetch the shape words the question names into the answering row; and
+   QuestionProbes: that row must name those shapes at layer 6, and for order questions
+   each retrieval head's output must name its object's appearance rank.
 
 What made the difference (measured): with answer-only gradients the model learned counts
 but never learned to find "the square" in the past; supervising where to look lifted shape
@@ -28,7 +31,12 @@ questions within minutes. And a 2-layer vision tower could not tell shapes apart
 their edges changed with every colour and background: black outlines on light
 backgrounds took shape accuracy per quarter from ~50% to ~100%. Looking in the right place
 was not enough either: the readout loss took the questions about the past from ~0.3 to ~0.5
-(model-card eval, same steps).
+(model-card eval, same steps). v4 still never learned to carry the shape a question names
+("the circle") to the row that answers: a linear probe on that row read the named shape at
+chance in every layer, so "what colour is the X now" was answered from whichever shape was
+on screen and "did the X appear before the Y" at chance (both retrieval heads split their
+attention evenly between X and Y). Supervising two heads to fetch the words fixed the
+routing within 25 steps; the copy loss and the probes are there for that.
 
 Training streams use seeds from TRAIN_SEED0 on; evaluation uses seeds below it.
 """
@@ -39,6 +47,7 @@ import argparse
 import json
 import math
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +107,9 @@ class TrainConfig:
     retrieval_weight: float = 1.0
     retrieval_layer: int = 6
     readout_weight: float = 1.0  # v3 + 450 steps: backward 0.36 -> 0.42 with it (model-card eval)
+    probe_weight: float = 1.0  # QuestionProbes: which shape is named first / second, ranks for order
+    copy_weight: float = 1.0  # copy_loss: the answering row fetches the shapes its question names
+    copy_layer: int = 2
     min_seconds: float = 16.0
     max_seconds: float = 64.0
     save_every: int = 100
@@ -195,6 +207,14 @@ class Sample:
     # per row of the first retrieval head: (Q, V) bool, the words its answer is chosen from
     # (colours, shapes or numbers; all False for yes/no questions, which need both heads)
     options: torch.Tensor
+    # per retrieval head, per row: the appearance rank (0-3) of the object it must find, for
+    # order questions ("did X appear before Y" compares two ranks); -100 elsewhere
+    ranks: list[torch.Tensor]
+    # (R,) every answer-predicting row, and (R, 2) the shapes its question names, first and
+    # second (1 + SHAPES index, 0 = none)
+    named_rows: torch.Tensor
+    named: torch.Tensor
+    named_at: torch.Tensor  # (R, 2) sequence index of each named shape's word, -1 = none
 
 
 def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
@@ -223,6 +243,8 @@ def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
     grid = round(bb.tokens_per_frame ** 0.5)
     slots: list[list[tuple[int, list[int]]]] = [[] for _ in RETRIEVAL_HEADS]  # (row, evidence positions)
     options: list[list[int]] = []  # per row of slots[0]: the ids its answer is chosen from
+    ranks: list[list[int]] = [[] for _ in RETRIEVAL_HEADS]  # per row of each slot
+    named_rows, named, named_at = [], [], []
     for q in stream.questions:
         visible = next(end for t, end in chunk_end if t >= q.time - 1e-6)
         answer = bb.encode_text(q.answer)
@@ -234,11 +256,18 @@ def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
         targets += [-100] * (len(ids) - 2) + [answer[0], im_end]
         positions += list(range(visible, visible + len(ids)))
         blocks.append((start, start + len(ids), visible))
-        for slot, where in zip(slots, evidence(stream, q), strict=False):
+        shapes = named_shapes(q.question)
+        named_rows.append(start + len(ids) - 2)
+        named.append([SHAPES.index(w) + 1 for w in shapes] + [0] * (2 - len(shapes)))
+        words = bb.tokenizer.convert_ids_to_tokens(ids)
+        named_at.append([start + i for i, w in enumerate(words[:-1]) if w in SHAPES] + [-1] * (2 - len(shapes)))
+        seen = [o.shape for o in sorted(stream.objects, key=lambda o: o.appear)]
+        for slot, rank, where, shape in zip(slots, ranks, evidence(stream, q), shapes or [""] * 2, strict=False):
             cells = [frame_pos[i, quadrant_cells(by_shape(stream.objects, shape).quadrant, grid)] if shape
                      else frame_pos[i] for i, shape in where]  # shape "" = the whole frame
             if cells:
                 slot.append((start + len(ids) - 2, torch.cat(cells).tolist()))
+                rank.append(seen.index(shape) if q.category == "order" else -100)
                 if slot is slots[0]:
                     options.append([bb.tokenizer.convert_tokens_to_ids(w) for w in answer_words(q.answer)])
     n = len(targets)
@@ -258,10 +287,19 @@ def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
         choose[k, ids] = True
     return Sample(torch.cat(parts, dim=1), torch.tensor([positions], device=device), mask[None, None].to(device),
                   torch.tensor(targets, device=device), torch.cat(feats_all), torch.cat(frame_index).to(device),
-                  len(blocks), where, choose.to(device))
+                  len(blocks), where, choose.to(device), [torch.tensor(r, dtype=torch.long, device=device)
+                                                           for r in ranks],
+                  torch.tensor(named_rows, dtype=torch.long, device=device),
+                  torch.tensor(named, dtype=torch.long, device=device).view(-1, 2),
+                  torch.tensor(named_at, dtype=torch.long, device=device).view(-1, 2))
 
 
 RETRIEVAL_HEADS = (0, 2)  # one head per object a question is about; different KV heads
+
+
+def named_shapes(question: str) -> list[str]:
+    """The shapes a ShapeStream question names, in the order it names them."""
+    return re.findall(r"the (circle|square|triangle|cross)", question)
 
 
 def answer_words(answer: str) -> tuple[str, ...]:
@@ -272,51 +310,139 @@ def answer_words(answer: str) -> tuple[str, ...]:
     return ()
 
 
-def retrieval_loss(bb: Backbone, sample: Sample, hidden: torch.Tensor, layer: int, readout: bool = True
-                   ) -> tuple[torch.Tensor, float, torch.Tensor]:
+class QuestionProbes(torch.nn.Module):
+    """Linear probes on the question rows of the retrieval layer (training only).
+
+    An order question ("did the X appear before the Y ?") needs one head to find X's
+    appearance and the other Y's, and the two heads' outputs to say how early each was.
+    hermes-tiny v4 split the attention of both heads evenly between X and Y (0.39 / 0.40 of
+    each head's mass) and answered at chance: nothing told the question row which shape was
+    named first. So:
+    - `named`: the retrieval layer's input at every answer-predicting row must name the
+      shapes its question names, first and second, as separate classes; the two heads'
+      queries can then pick one each;
+    - `rank`: for order questions, each retrieval head's output (after its slice of o_proj)
+      must name the appearance rank of the object it found, so the comparison downstream
+      has two ranks to compare."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.named = torch.nn.Linear(hidden, 2 * (1 + len(SHAPES)))
+        self.rank = torch.nn.ModuleList(torch.nn.Linear(hidden, len(SHAPES)) for _ in RETRIEVAL_HEADS)
+
+    def named_loss(self, x: torch.Tensor, sample: Sample) -> torch.Tensor:
+        """x (N, D) normed input of the retrieval layer -> cross-entropy on both named shapes."""
+        logits = self.named(x[sample.named_rows]).view(-1, 1 + len(SHAPES))  # (R * 2, 1 + shapes)
+        return F.cross_entropy(logits, sample.named.flatten())
+
+    def rank_loss(self, k: int, out: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+        """out (Q, D) head k's output rows, ranks (Q,) -> cross-entropy where a rank applies."""
+        if not (ranks != -100).any():
+            return out.new_zeros(())
+        return F.cross_entropy(self.rank[k](out), ranks, ignore_index=-100)
+
+
+def head_attention(bb: Backbone, layer: int, x: torch.Tensor, sample: Sample, rows: torch.Tensor, head: int
+                   ) -> torch.Tensor:
+    """log attention (Q, N) of one head of decoder layer `layer` from `rows`, given the
+    layer's normed input x (N, D), with the sample's positions and mask: what the fused
+    attention computes, for one head, written out so it can be supervised."""
+    attn = bb.language_model.layers[layer].self_attn
+    cos, sin = bb.language_model.rotary_emb(x[None], sample.positions)  # (1, N, head_dim)
+    cos, sin = cos[0], sin[0]
+    n_heads = attn.config.num_attention_heads
+    group = n_heads // attn.config.num_key_value_heads
+    q = attn.q_proj(x[rows]).view(len(rows), n_heads, attn.head_dim)[:, head]  # (Q, head_dim)
+    key = attn.k_proj(x).view(len(x), -1, attn.head_dim)[:, head // group]  # (N, head_dim)
+    q = q * cos[rows] + rotate_half(q) * sin[rows]
+    key = key * cos + rotate_half(key) * sin
+    logits = (q @ key.T * attn.scaling).masked_fill(~sample.mask[0, 0, rows], float("-inf"))  # (Q, N)
+    return logits.log_softmax(-1)
+
+
+def head_output(bb: Backbone, layer: int, x: torch.Tensor, logp: torch.Tensor, head: int) -> torch.Tensor:
+    """(Q, D): what one head adds to the residual stream, given its log attention (Q, N)."""
+    attn = bb.language_model.layers[layer].self_attn
+    group = attn.config.num_attention_heads // attn.config.num_key_value_heads
+    values = attn.v_proj(x).view(len(x), -1, attn.head_dim)[:, head // group]  # (N, head_dim)
+    w_o = attn.o_proj.weight[:, head * attn.head_dim:(head + 1) * attn.head_dim]  # (D, head_dim)
+    return (logp.exp() @ values) @ w_o.T
+
+
+def read_words(bb: Backbone, out: torch.Tensor, options: torch.Tensor) -> torch.Tensor:
+    """(Q, D) head outputs -> (Q, V) word logits through the final norm and the tied
+    embeddings, -inf outside each row's options (Q, V) bool."""
+    return bb.model.lm_head(bb.language_model.norm(out)).masked_fill(~options, float("-inf"))
+
+
+def retrieval_loss(bb: Backbone, sample: Sample, hidden: torch.Tensor, layer: int, readout: bool = True,
+                   probes: QuestionProbes | None = None) -> tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]:
     """Attention supervision: at decoder layer `layer` (input hidden (N, D)), head
     RETRIEVAL_HEADS[k] of each answer-predicting row should put its attention on the tokens
     that hold the evidence for the k-th object its question is about (synthetic.evidence).
     Returns (-log attention mass on the evidence, share of rows whose top key is evidence,
-    readout loss, zero when `readout` is off).
+    readout loss (zero when `readout` is off), question-probe loss (zero without `probes`)).
 
     It is the answer-only signal made dense: a question learns where to look directly,
     instead of through a softmax over thousands of frame tokens from one answer word. The
     readout loss asks the first head's own output, read through the final norm and the
     tied word embeddings, to name the answer among its options (colours, shapes or
     numbers): looking in the right place is no use if what the head brings back is not
-    the answer."""
-    block = bb.language_model.layers[layer]
-    attn = block.self_attn
-    x = block.input_layernorm(hidden)  # (N, D)
-    cos, sin = bb.language_model.rotary_emb(x[None], sample.positions)  # (1, N, head_dim)
-    cos, sin = cos[0], sin[0]
-    n_heads = attn.config.num_attention_heads
-    group = n_heads // attn.config.num_key_value_heads
-    keys = attn.k_proj(x).view(len(x), -1, attn.head_dim)  # (N, kv_heads, head_dim)
+    the answer. The probes (QuestionProbes) are what order questions need on top."""
+    x = bb.language_model.layers[layer].input_layernorm(hidden)  # (N, D)
     losses, hits, read = [], [], hidden.new_zeros(())
-    for (rows, hold), head in zip(sample.evidence, RETRIEVAL_HEADS, strict=True):
+    probe = probes.named_loss(x, sample) if probes is not None else hidden.new_zeros(())
+    for k, ((rows, hold), head) in enumerate(zip(sample.evidence, RETRIEVAL_HEADS, strict=True)):
         if not len(rows):
             continue
-        q = attn.q_proj(x[rows]).view(len(rows), n_heads, attn.head_dim)[:, head]  # (Q, head_dim)
-        k = keys[:, head // group]  # (N, head_dim)
-        q = q * cos[rows] + rotate_half(q) * sin[rows]
-        k = k * cos + rotate_half(k) * sin
-        logits = (q @ k.T * attn.scaling).masked_fill(~sample.mask[0, 0, rows], float("-inf"))  # (Q, N)
-        logp = logits.log_softmax(-1)
+        logp = head_attention(bb, layer, x, sample, rows, head)  # (Q, N)
         losses.append(-torch.logsumexp(logp.masked_fill(~hold, float("-inf")), -1))
-        hits.append(hold.gather(1, logits.argmax(-1, keepdim=True)).float())
-        if readout and head == RETRIEVAL_HEADS[0] and sample.options.any():
-            values = attn.v_proj(x).view(len(x), -1, attn.head_dim)[:, head // group]  # (N, head_dim)
-            out = logp.exp() @ values  # (Q, head_dim)
-            w_o = attn.o_proj.weight[:, head * attn.head_dim:(head + 1) * attn.head_dim]  # (D, head_dim)
-            words = bb.model.lm_head(bb.language_model.norm(out @ w_o.T))  # (Q, V)
+        hits.append(hold.gather(1, logp.argmax(-1, keepdim=True)).float())
+        if not readout and probes is None:
+            continue
+        out = head_output(bb, layer, x, logp, head)  # (Q, D)
+        if probes is not None:
+            probe = probe + probes.rank_loss(k, out, sample.ranks[k])
+        if readout and k == 0 and sample.options.any():
             has = sample.options.any(-1)
-            words = words[has].masked_fill(~sample.options[has], float("-inf"))
-            read = F.cross_entropy(words, sample.targets[rows[has]])
+            read = F.cross_entropy(read_words(bb, out[has], sample.options[has]), sample.targets[rows[has]])
     if not losses:
-        return hidden.new_zeros(()), float("nan"), read
-    return torch.cat(losses).mean(), torch.cat(hits).mean().item(), read
+        return hidden.new_zeros(()), float("nan"), read, probe
+    return torch.cat(losses).mean(), torch.cat(hits).mean().item(), read, probe
+
+
+COPY_HEADS = (0, 2)  # at copy_layer: one head per shape a question names, first and second
+
+
+def copy_loss(bb: Backbone, sample: Sample, hidden: torch.Tensor, layer: int) -> tuple[torch.Tensor, float]:
+    """Attention supervision inside the question: at decoder layer `layer` (input hidden
+    (N, D)), head COPY_HEADS[k] of each answer-predicting row should look at the k-th shape
+    word its question names, and its output should name that shape. Returns (-log
+    attention on the word + readout cross-entropy, share of rows whose top key is the word).
+
+    Why: trained on answers alone, hermes-tiny v4 never learned to carry the shape a
+    question names to the row that answers it (a linear probe on that row reads the named
+    shape at chance in every layer), so "what colour is the X now" was answered from
+    whatever shape was on screen, and "did the X appear before the Y" at chance. The
+    retrieval heads can only look for X once the row knows X."""
+    x = bb.language_model.layers[layer].input_layernorm(hidden)  # (N, D)
+    shape_ids = torch.tensor([bb.tokenizer.convert_tokens_to_ids(w) for w in SHAPES], device=x.device)
+    options = torch.zeros(bb.language_model.config.vocab_size, dtype=torch.bool, device=x.device)
+    options[shape_ids] = True
+    losses, hits = [], []
+    for k, head in enumerate(COPY_HEADS):
+        has = sample.named[:, k] > 0
+        if not has.any():
+            continue
+        rows, at = sample.named_rows[has], sample.named_at[has, k]  # (Q,), (Q,)
+        logp = head_attention(bb, layer, x, sample, rows, head)  # (Q, N)
+        words = read_words(bb, head_output(bb, layer, x, logp, head), options.expand(len(rows), -1))
+        losses += [-logp.gather(1, at[:, None])[:, 0], F.cross_entropy(words, shape_ids[sample.named[has, k] - 1],
+                                                                       reduction="none")]
+        hits.append((logp.argmax(-1) == at).float())
+    if not losses:
+        return hidden.new_zeros(()), float("nan")
+    return torch.cat(losses).mean(), torch.cat(hits).mean().item()
 
 
 def qa_forward(bb: Backbone, sample: Sample) -> tuple[torch.Tensor, float, tuple]:
@@ -408,7 +534,10 @@ event probes on the decoder's layer-{event_layer} frame tokens (appearance, firs
 appearance rank, colour change and its rank), attention supervision of two heads of layer
 {retrieval_layer} that must look, from the token that predicts the answer, at the frame tokens
 holding the evidence (`hermes.synthetic.evidence`), and a readout loss (weight {readout}) that
-asks the first of those heads' output to name the answer. AdamW lr {lr}, seed {seed};
+asks the first of those heads' output to name the answer, copy supervision of two heads of
+layer {copy_layer} that fetch the shape words a question names into the row that answers it,
+and linear probes on that row (the named shapes; for order questions, the appearance rank
+each retrieval head brings back). AdamW lr {lr}, seed {seed};
 {minutes} minutes in the last run, {qa_done} QA steps done.
 
 Accuracy with no eviction on held-out streams (seeds 200-239, 128 frames, full-sequence
@@ -433,7 +562,7 @@ def save_model(bb: Backbone, out: Path, metrics: dict, cfg: TrainConfig) -> None
     (out / "README.md").write_text(MODEL_CARD.format(
         params=sum(p.numel() for p in bb.model.parameters()) / 1e6, command=command, vision_steps=cfg.vision_steps,
         qa_steps=cfg.qa_steps, lr=cfg.lr, seed=cfg.seed, event_layer=cfg.event_layer,
-        retrieval_layer=cfg.retrieval_layer, readout=cfg.readout_weight,
+        retrieval_layer=cfg.retrieval_layer, readout=cfg.readout_weight, copy_layer=cfg.copy_layer,
         minutes=metrics.get("train_minutes_this_run"), qa_done=metrics.get("qa_steps_done"),
         metrics=", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k in (*CATEGORIES, "all"))))
 
@@ -446,11 +575,12 @@ def train(cfg: TrainConfig) -> dict:
     bb.model.set_attn_implementation({"text_config": "sdpa", "vision_config": "sdpa"})
     heads = AuxHeads(bb).to(device)
     events = EventHeads(bb.language_model.config.hidden_size).to(device)
+    probes = QuestionProbes(bb.language_model.config.hidden_size).to(device)
     embed = bb.language_model.embed_tokens.weight
     vision_params = [*bb.model.model.vision_tower.parameters(), *bb.model.model.multi_modal_projector.parameters()]
     opt_v = torch.optim.AdamW([*vision_params, *heads.parameters()], lr=cfg.vision_lr, weight_decay=0.01)
-    opt = torch.optim.AdamW([*bb.model.parameters(), *heads.parameters(), *events.parameters()], lr=cfg.lr,
-                            weight_decay=0.01)
+    opt = torch.optim.AdamW([*bb.model.parameters(), *heads.parameters(), *events.parameters(),
+                             *probes.parameters()], lr=cfg.lr, weight_decay=0.01)
     state = {"stage": "vision", "step": 0, "log": []}
     ckpt = cfg.work / "checkpoint.pt"
     if ckpt.exists():
@@ -458,6 +588,7 @@ def train(cfg: TrainConfig) -> dict:
         bb.model.load_state_dict(saved["model"])
         heads.load_state_dict(saved["heads"])
         events.load_state_dict(saved["events"])
+        probes.load_state_dict(saved["probes"])
         opt_v.load_state_dict(saved["opt_v"])
         opt.load_state_dict(saved["opt"])
         state = saved["state"]
@@ -468,7 +599,7 @@ def train(cfg: TrainConfig) -> dict:
     def checkpoint() -> None:
         cfg.work.mkdir(parents=True, exist_ok=True)
         torch.save({"model": bb.model.state_dict(), "heads": heads.state_dict(),
-                    "events": events.state_dict(), "opt_v": opt_v.state_dict(),
+                    "events": events.state_dict(), "probes": probes.state_dict(), "opt_v": opt_v.state_dict(),
                     "opt": opt.state_dict(), "state": state, "rng": rng.getstate(),
                     "torch_rng": torch.get_rng_state()}, ckpt)
 
@@ -504,20 +635,23 @@ def train(cfg: TrainConfig) -> dict:
         sample = build_sample(bb, stream, device)
         loss, acc, states = qa_forward(bb, sample)
         hidden = states[cfg.event_layer][0, sample.frame_index]  # (T * tokens_per_frame, D)
-        ret_loss, ret_acc, readout = retrieval_loss(bb, sample, states[cfg.retrieval_layer][0], cfg.retrieval_layer,
-                                                    readout=cfg.readout_weight > 0)
+        ret_loss, ret_acc, readout, probe = retrieval_loss(
+            bb, sample, states[cfg.retrieval_layer][0], cfg.retrieval_layer, readout=cfg.readout_weight > 0,
+            probes=probes if cfg.probe_weight > 0 else None)
+        copy, copy_acc = copy_loss(bb, sample, states[cfg.copy_layer][0], cfg.copy_layer)
         shapes, colours = dense_labels(stream, 4, device)
         aux, cell_acc = heads.loss(sample.frame_feats, shapes, colours, embed)
         labels = {k: torch.from_numpy(v).to(device).view(-1) for k, v in event_labels(stream, 4).items()}
         ev_loss, ev_acc = events.loss(hidden, labels)
         opt.zero_grad()
         (loss + cfg.aux_weight * aux + cfg.event_weight * ev_loss
-         + cfg.retrieval_weight * (ret_loss + cfg.readout_weight * readout)).backward()
+         + cfg.retrieval_weight * (ret_loss + cfg.readout_weight * readout + cfg.probe_weight * probe)
+         + cfg.copy_weight * copy).backward()
         torch.nn.utils.clip_grad_norm_(bb.model.parameters(), 1.0)
         opt.step()
         ema_acc = acc if ema_acc is None else 0.95 * ema_acc + 0.05 * acc
         bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{ema_acc:.3f}", cell=f"{cell_acc:.2f}", ev=f"{ev_acc:.2f}",
-                        ret=f"{ret_acc:.2f}", s=int(seconds))
+                        ret=f"{ret_acc:.2f}", copy=f"{copy_acc:.2f}", s=int(seconds))
         state["step"] = step + 1
         if (step + 1) % cfg.save_every == 0:
             checkpoint()
@@ -550,6 +684,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--vision-lr", type=float, default=defaults.vision_lr)
     parser.add_argument("--readout-weight", type=float, default=defaults.readout_weight)
+    parser.add_argument("--probe-weight", type=float, default=defaults.probe_weight)
+    parser.add_argument("--copy-weight", type=float, default=defaults.copy_weight)
     parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds)
     parser.add_argument("--save-every", type=int, default=defaults.save_every)
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis import ablations, efficiency, mechanistic
+from analysis import ablations, efficiency, mechanistic, tiny_diagnostics
 from analysis.mechanistic import distance_edges, distance_profile, layer_summary
 from app.study import committed, notes_of
 from hermes.cache import NEWLINE, PREFIX, VIDEO
@@ -156,3 +156,15 @@ def test_study_tab_lists_committed_figures_and_says_how_to_make_missing_ones(tmp
     assert figures["mechanistic"].notes == "Shallow layers look back."
     assert figures["efficiency"].png is None and "python -m analysis.efficiency" in figures["efficiency"].notes
     assert notes_of("# t\nbody") == "body"
+
+
+def test_tiny_diagnostics_cover_every_template_and_the_probe_cannot_read_what_the_row_does_not_hold():
+    summary, per_layer, chance = tiny_diagnostics.diagnose("hermes-tiny", streams=3, seconds=32.0, layer=6)
+    assert len(summary) == 7  # every ShapeStream template
+    order = summary["did the X appear before the X ?"]
+    assert "mass1" in order and "readout" not in order  # two objects to find, nothing to name
+    assert all(0.0 <= cols["mass0"][0] <= 1.0 for cols in summary.values())
+    assert len(per_layer) == 13  # the embeddings, then every decoder layer's output
+    # at the embeddings every answering row holds the same word ("assistant"): no probe beats chance there
+    assert per_layer[0] <= chance + 1e-6
+    assert max(per_layer) > chance  # the bundled model carries the named shape somewhere

@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from hermes.synthetic import by_shape, evidence, generate, quadrant_cells
-from hermes.train_tiny import RETRIEVAL_HEADS, build_sample, new_backbone, retrieval_loss
+from hermes.synthetic import SHAPES, by_shape, evidence, generate, quadrant_cells
+from hermes.train_tiny import (
+    RETRIEVAL_HEADS,
+    QuestionProbes,
+    build_sample,
+    copy_loss,
+    new_backbone,
+    retrieval_loss,
+)
 
 LAYER = 6
 
@@ -53,9 +60,9 @@ def test_attention_supervision_teaches_a_head_where_to_look(setup):
     attn = bb.language_model.layers[LAYER].self_attn
     params = [*attn.q_proj.parameters(), *attn.k_proj.parameters()]
     opt = torch.optim.Adam(params, lr=1e-2)
-    first_loss, first_hit, _ = retrieval_loss(bb, sample, hidden, LAYER)
+    first_loss, first_hit, _, _ = retrieval_loss(bb, sample, hidden, LAYER)
     for _ in range(60):
-        loss, hit, _ = retrieval_loss(bb, sample, hidden, LAYER)
+        loss, hit, _, _ = retrieval_loss(bb, sample, hidden, LAYER)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -74,10 +81,79 @@ def test_readout_loss_teaches_the_head_to_bring_back_the_answer(setup):
     assert sample.options.any(-1).sum() >= 5  # colour, shape and number questions have options
     opt = torch.optim.Adam([p for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj) for p in m.parameters()],
                            lr=1e-2)
-    _, _, first = retrieval_loss(bb, sample, hidden, LAYER)
+    _, _, first, _ = retrieval_loss(bb, sample, hidden, LAYER)
     for _ in range(60):
-        loss, _, readout = retrieval_loss(bb, sample, hidden, LAYER)
+        loss, _, readout, _ = retrieval_loss(bb, sample, hidden, LAYER)
         opt.zero_grad()
         (loss + readout).backward()
         opt.step()
     assert readout.item() < first.item() / 2
+
+
+def test_question_rows_know_the_shapes_they_name_and_order_questions_their_ranks(setup):
+    bb, stream, sample = setup
+    answer_rows = (sample.targets != -100).nonzero().flatten()[0::2].tolist()
+    assert sample.named_rows.tolist() == answer_rows
+    order = [o.shape for o in sorted(stream.objects, key=lambda o: o.appear)]
+    asked = {"order": 0, "named": 0}
+    table = bb.language_model.embed_tokens.weight
+    for q, named, at in zip(stream.questions, sample.named.tolist(), sample.named_at.tolist(), strict=True):
+        words = [w for w in q.question.replace("?", "").split() if w in SHAPES]
+        assert named == [SHAPES.index(w) + 1 for w in words] + [0] * (2 - len(words))
+        for w, i in zip(words, at, strict=False):
+            word = table[bb.tokenizer.convert_tokens_to_ids(w)]
+            assert torch.equal(sample.embeds[0, i], word)  # the word itself sits at that index
+        assert at[len(words):] == [-1] * (2 - len(words))
+        asked["named"] += bool(words)
+    for (rows, _), ranks in zip(sample.evidence, sample.ranks, strict=True):
+        assert len(ranks) == len(rows)
+        for row, rank in zip(rows.tolist(), ranks.tolist(), strict=True):
+            q = stream.questions[answer_rows.index(row)]
+            if q.category != "order":
+                assert rank == -100
+                continue
+            asked["order"] += 1
+            first, second = (w for w in q.question.split() if w in SHAPES)
+            shape = first if ranks is sample.ranks[0] else second
+            assert rank == order.index(shape)
+            assert (q.answer == "yes") == (order.index(first) < order.index(second))
+    assert asked["order"] >= 2 and asked["named"] >= 5
+
+
+def test_question_probes_learn_which_shape_is_named_first(setup):
+    bb, _, sample = setup
+    with torch.no_grad():
+        out = bb.language_model(inputs_embeds=sample.embeds, position_ids=sample.positions,
+                                attention_mask={"full_attention": sample.mask}, use_cache=False,
+                                output_hidden_states=True)
+    hidden = out.hidden_states[LAYER][0]
+    probes = QuestionProbes(hidden.shape[-1])
+    opt = torch.optim.Adam(probes.parameters(), lr=1e-2)
+    _, _, _, first = retrieval_loss(bb, sample, hidden, LAYER, readout=False, probes=probes)
+    for _ in range(60):
+        _, _, _, probe = retrieval_loss(bb, sample, hidden, LAYER, readout=False, probes=probes)
+        opt.zero_grad()
+        probe.backward()
+        opt.step()
+    assert probe.item() < first.item() / 2
+
+
+def test_copy_supervision_teaches_the_answering_row_to_fetch_the_named_shapes(setup):
+    bb, _, sample = setup
+    layer = 2
+    with torch.no_grad():
+        out = bb.language_model(inputs_embeds=sample.embeds, position_ids=sample.positions,
+                                attention_mask={"full_attention": sample.mask}, use_cache=False,
+                                output_hidden_states=True)
+    hidden = out.hidden_states[layer][0]
+    attn = bb.language_model.layers[layer].self_attn
+    opt = torch.optim.Adam([p for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj) for p in m.parameters()],
+                           lr=1e-2)
+    first, first_hit = copy_loss(bb, sample, hidden, layer)
+    for _ in range(60):
+        loss, hit = copy_loss(bb, sample, hidden, layer)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first.item() / 2
+    assert first_hit < 0.5 < hit
