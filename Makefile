@@ -44,6 +44,7 @@ figures: $(VENV)/.deps
 	$(PY) -m analysis.efficiency
 	$(PY) -m analysis.accuracy
 	$(PY) -m analysis.ablations
+	$(PY) analysis/tiny_diagnostics.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
