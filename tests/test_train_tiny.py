@@ -31,6 +31,17 @@ def setup():
     return bb, stream, sample
 
 
+@pytest.fixture(scope="module")
+def states(setup):
+    """The input of every decoder layer (then the final output), each (1, N, D), from one
+    forward of the untrained model over the sample."""
+    bb, _, sample = setup
+    with torch.no_grad():
+        return bb.language_model(inputs_embeds=sample.embeds, position_ids=sample.positions,
+                                 attention_mask={"full_attention": sample.mask}, use_cache=False,
+                                 output_hidden_states=True).hidden_states
+
+
 def test_each_question_row_predicts_its_answer_and_points_at_its_evidence_frames(setup):
     bb, stream, sample = setup
     answer_rows = (sample.targets != -100).nonzero().flatten()[0::2].tolist()  # rows that predict answer words
@@ -50,13 +61,9 @@ def test_each_question_row_predicts_its_answer_and_points_at_its_evidence_frames
             assert len(cols) == sum(map(len, quarters)) + bb.tokens_per_frame * sum(1 for _, s in where if not s)
 
 
-def test_attention_supervision_teaches_a_head_where_to_look(setup):
+def test_attention_supervision_teaches_a_head_where_to_look(setup, states):
     bb, _, sample = setup
-    with torch.no_grad():
-        out = bb.language_model(inputs_embeds=sample.embeds, position_ids=sample.positions,
-                                attention_mask={"full_attention": sample.mask}, use_cache=False,
-                                output_hidden_states=True)
-    hidden = out.hidden_states[LAYER][0]  # (N, D) input of the supervised layer, held fixed
+    hidden = states[LAYER][0]  # (N, D) input of the supervised layer, held fixed
     attn = bb.language_model.layers[LAYER].self_attn
     params = [*attn.q_proj.parameters(), *attn.k_proj.parameters()]
     opt = torch.optim.Adam(params, lr=1e-2)
@@ -70,13 +77,9 @@ def test_attention_supervision_teaches_a_head_where_to_look(setup):
     assert first_hit < 0.5 < hit
 
 
-def test_readout_loss_teaches_the_head_to_bring_back_the_answer(setup):
+def test_readout_loss_teaches_the_head_to_bring_back_the_answer(setup, states):
     bb, _, sample = setup
-    with torch.no_grad():
-        out = bb.language_model(inputs_embeds=sample.embeds, position_ids=sample.positions,
-                                attention_mask={"full_attention": sample.mask}, use_cache=False,
-                                output_hidden_states=True)
-    hidden = out.hidden_states[LAYER][0]
+    hidden = states[LAYER][0]
     attn = bb.language_model.layers[LAYER].self_attn
     assert sample.options.any(-1).sum() >= 5  # colour, shape and number questions have options
     opt = torch.optim.Adam([p for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj) for p in m.parameters()],
@@ -120,13 +123,9 @@ def test_question_rows_know_the_shapes_they_name_and_order_questions_their_ranks
     assert asked["order"] >= 2 and asked["named"] >= 5
 
 
-def test_question_probes_learn_which_shape_is_named_first(setup):
+def test_question_probes_learn_which_shape_is_named_first(setup, states):
     bb, _, sample = setup
-    with torch.no_grad():
-        out = bb.language_model(inputs_embeds=sample.embeds, position_ids=sample.positions,
-                                attention_mask={"full_attention": sample.mask}, use_cache=False,
-                                output_hidden_states=True)
-    hidden = out.hidden_states[LAYER][0]
+    hidden = states[LAYER][0]
     probes = QuestionProbes(hidden.shape[-1])
     opt = torch.optim.Adam(probes.parameters(), lr=1e-2)
     _, _, _, first = retrieval_loss(bb, sample, hidden, LAYER, readout=False, probes=probes)
@@ -138,14 +137,10 @@ def test_question_probes_learn_which_shape_is_named_first(setup):
     assert probe.item() < first.item() / 2
 
 
-def test_copy_supervision_teaches_the_answering_row_to_fetch_the_named_shapes(setup):
+def test_copy_supervision_teaches_the_answering_row_to_fetch_the_named_shapes(setup, states):
     bb, _, sample = setup
     layer = 2
-    with torch.no_grad():
-        out = bb.language_model(inputs_embeds=sample.embeds, position_ids=sample.positions,
-                                attention_mask={"full_attention": sample.mask}, use_cache=False,
-                                output_hidden_states=True)
-    hidden = out.hidden_states[layer][0]
+    hidden = states[layer][0]
     attn = bb.language_model.layers[layer].self_attn
     opt = torch.optim.Adam([p for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj) for p in m.parameters()],
                            lr=1e-2)
