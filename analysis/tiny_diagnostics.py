@@ -10,11 +10,12 @@ full-sequence forward in the engine's layout, as training lays it out), per ques
 - mass / top: the share of attention that the retrieval heads of `--layer` (the heads the
   training supervises, train_tiny.RETRIEVAL_HEADS) put on the tokens that hold the
   evidence, and how often their most-attended token is one of them; for order questions
-  "did the X appear before the Y", head 0 must find X and head 1 Y;
+  "did the X appear before the Y", the first head (attention head 0) must find X and the
+  second (attention head 2) Y;
 - readout: the first retrieval head's own output, read through the final norm and the word
   embeddings, names the answer among its options (colours, shapes or numbers);
-- named shape, per layer: a linear probe, fitted on 70% of the answering rows and tested on
-  the rest, reads which shape the question names first (second, for order questions) from
+- named shape, per layer: a linear probe, fitted on the answering rows of 70% of the streams
+  and tested on the rest, reads which shape the question names first (second, for order questions) from
   that row's hidden state. At chance, the row does not know what it is asked about.
 
 Writes analysis/results/tiny_diagnostics[-model].md; the last printed line is JSON.
@@ -79,10 +80,9 @@ def stream_rows(bb: Backbone, sample: Sample, questions: list, layer: int) -> tu
     return found, hidden
 
 
-def probe_accuracy(hidden: torch.Tensor, labels: torch.Tensor, steps: int = 300) -> float:
-    """Held-out accuracy of a linear probe (first 70% of rows to fit, the rest to test)."""
-    n = len(labels)
-    fit = torch.arange(n) < int(0.7 * n)
+def probe_accuracy(hidden: torch.Tensor, labels: torch.Tensor, fit: torch.Tensor, steps: int = 300) -> float:
+    """Accuracy on the rows outside `fit` (bool) of a linear probe fitted on the rows in it."""
+    torch.manual_seed(0)
     x = F.layer_norm(hidden, hidden.shape[-1:])
     probe = torch.nn.Linear(x.shape[-1], len(SHAPES) + 1)
     opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
@@ -97,12 +97,13 @@ def probe_accuracy(hidden: torch.Tensor, labels: torch.Tensor, steps: int = 300)
 
 def diagnose(model: str, streams: int, seconds: float, layer: int) -> tuple[dict, list[float], float]:
     """(per template: mean of each measurement and the count, per layer: named-shape probe
-    accuracy on the rows whose question names a shape, the probe's chance: the share of the
-    commonest shape among the held-out rows)."""
+    accuracy on the rows whose question names a shape (fitted on 70% of the streams, tested
+    on the rest), the probe's chance: the score of always naming the commonest shape of
+    each slot, first or second name, among the tested rows)."""
     bb = load_backbone(model)
     bb.model.set_attn_implementation({"text_config": "sdpa", "vision_config": "sdpa"})
     bb.model.eval()
-    found, hidden, named = [], [], []
+    found, hidden, named, stream_of = [], [], [], []
     for seed in range(200, 200 + streams):
         stream = generate(seed, seconds=seconds)
         with torch.no_grad():
@@ -111,6 +112,7 @@ def diagnose(model: str, streams: int, seconds: float, layer: int) -> tuple[dict
         found += rows
         hidden.append(h)
         named.append(sample.named)
+        stream_of += [seed] * len(sample.named)
     hidden, named = torch.cat(hidden, 1).float(), torch.cat(named)  # (L + 1, Q, D), (Q, 2)
     # which shape the row must find: the first named, or for order questions both in turn
     pairs = [(i, 0) for i in range(len(named)) if named[i, 0] > 0] + [
@@ -119,35 +121,40 @@ def diagnose(model: str, streams: int, seconds: float, layer: int) -> tuple[dict
     index = torch.tensor([i for i, _ in pairs])
     labels = torch.tensor([int(named[i, k]) for i, k in pairs])
     # the second name of an order question is a different target from the same row: tell them apart
-    slot = torch.tensor([k for _, k in pairs], dtype=torch.float32)
+    slot = torch.tensor([k for _, k in pairs])
+    fit = torch.tensor([stream_of[i] < 200 + int(0.7 * streams) for i, _ in pairs])  # fit and test on other streams
     per_layer = []
     for h in hidden:
         feats = torch.cat([h[index], slot[:, None] * h[index]], -1)  # a probe per slot, fitted jointly
-        per_layer.append(probe_accuracy(feats, labels))
+        per_layer.append(probe_accuracy(feats, labels, fit))
     table: dict[str, dict] = defaultdict(lambda: defaultdict(list))
     for row in found:
         for key, value in row.items():
             if key != "template":
                 table[row["template"]][key].append(float(value))
     summary = {t: {k: (float(np.mean(v)), len(v)) for k, v in cols.items()} for t, cols in table.items()}
-    held_out = labels[int(0.7 * len(labels)):]
-    chance = held_out.bincount().max().item() / len(held_out)
+    # chance: the best a probe that knows only the slot could score, the commonest shape per slot
+    test = ~fit
+    chance = sum(labels[test & (slot == k)].bincount().max().item() for k in (0, 1)
+                 if (test & (slot == k)).any()) / test.sum().item()
     return summary, per_layer, chance
 
 
 def write(summary: dict, per_layer: list[float], chance: float, model: str, streams: int, name: str) -> Path:
     columns = ("answer", "mass0", "top0", "mass1", "top1", "readout")
     lines = [f"# hermes-tiny diagnostics: {model}", "",
-             f"{streams} held-out streams of 64 s (seeds 200+), no eviction. `mass`/`top`: attention of the "
-             "supervised retrieval heads on the evidence (head 0 = the first object a question is about, "
-             "head 1 = the second, for order questions); `readout`: head 0's own output names the answer.", "",
+             f"{streams} held-out streams (seeds 200+), no eviction. `mass0`/`top0`: attention of the first "
+             "supervised retrieval head (attention head 0 of the layer) on the evidence for the first object "
+             "a question is about; `mass1`/`top1`: the second (attention head 2), for the second object of "
+             "an order question; `readout`: the first head's own output names the answer.", "",
              "| template | n | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for t, cols in sorted(summary.items()):
         cells = [f"{cols[c][0]:.2f}" if c in cols else "" for c in columns]
         lines.append(f"| {t} | {cols['answer'][1]} | " + " | ".join(cells) + " |")
-    lines += ["", "Named shape read from the answering row by a linear probe (held-out rows; always guessing "
-              f"the commonest shape scores {chance:.2f}):",
-              "", "| layer input | " + " | ".join(str(i) for i in range(len(per_layer))) + " |",
+    lines += ["", "Named shape read from the answering row by a linear probe (fitted on 70% of the streams, "
+              f"tested on the rest; always naming the commonest shape of each slot scores {chance:.2f}). "
+              "Column i is the input of decoder layer i; the last column is the final output.",
+              "", "| hidden state | " + " | ".join(str(i) for i in range(len(per_layer))) + " |",
               "|---|" + "---|" * len(per_layer),
               "| accuracy | " + " | ".join(f"{a:.2f}" for a in per_layer) + " |", ""]
     path = RESULTS / f"{name}.md"

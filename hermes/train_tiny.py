@@ -4,7 +4,8 @@
     python -m hermes.train_tiny --qa-steps 50 --out /tmp/tiny   # a quick smoke run
 
 CPU by default (a GPU is used when present), seeded, resumable (a checkpoint is written
-to --work every --save-every steps and picked up on restart), with tqdm progress.
+to --work every --save-every steps and picked up on restart; checkpoints from before v5
+cannot be resumed), with tqdm progress.
 
 Two stages:
 1. vision warm-up: vision tower + projector learn dense per-frame targets that ShapeStream
@@ -34,8 +35,8 @@ was not enough either: the readout loss took the questions about the past from ~
 (model-card eval, same steps). v4 still never learned to carry the shape a question names
 ("the circle") to the row that answers: a linear probe on that row read the named shape at
 chance in every layer, so "what colour is the X now" was answered from whichever shape was
-on screen and "did the X appear before the Y" at chance (both retrieval heads split their
-attention evenly between X and Y). Supervising two heads to fetch the words fixed the
+on screen and "did the X appear before the Y" at chance (each retrieval head put only ~0.4
+of its attention on its own shape's appearance). Supervising two heads to fetch the words fixed the
 routing within 25 steps; the copy loss and the probes are there for that.
 
 Training streams use seeds from TRAIN_SEED0 on; evaluation uses seeds below it.
@@ -315,9 +316,9 @@ class QuestionProbes(torch.nn.Module):
 
     An order question ("did the X appear before the Y ?") needs one head to find X's
     appearance and the other Y's, and the two heads' outputs to say how early each was.
-    hermes-tiny v4 split the attention of both heads evenly between X and Y (0.39 / 0.40 of
-    each head's mass) and answered at chance: nothing told the question row which shape was
-    named first. So:
+    hermes-tiny v4 put only 0.38 / 0.40 of the two heads' attention on their own object's
+    appearance (head 0 put as much on Y's as on X's) and answered at chance: nothing told
+    the question row which shape was named first. So:
     - `named`: the retrieval layer's input at every answer-predicting row must name the
       shapes its question names, first and second, as separate classes; the two heads'
       queries can then pick one each;
@@ -417,8 +418,9 @@ COPY_HEADS = (0, 2)  # at copy_layer: one head per shape a question names, first
 def copy_loss(bb: Backbone, sample: Sample, hidden: torch.Tensor, layer: int) -> tuple[torch.Tensor, float]:
     """Attention supervision inside the question: at decoder layer `layer` (input hidden
     (N, D)), head COPY_HEADS[k] of each answer-predicting row should look at the k-th shape
-    word its question names, and its output should name that shape. Returns (-log
-    attention on the word + readout cross-entropy, share of rows whose top key is the word).
+    word its question names, and its output should name that shape. Returns (the mean, over
+    rows and both terms, of -log attention on the word and of the readout cross-entropy;
+    share of rows whose top key is the word).
 
     Why: trained on answers alone, hermes-tiny v4 never learned to carry the shape a
     question names to the row that answers it (a linear probe on that row reads the named
@@ -585,6 +587,9 @@ def train(cfg: TrainConfig) -> dict:
     ckpt = cfg.work / "checkpoint.pt"
     if ckpt.exists():
         saved = torch.load(ckpt, map_location=device, weights_only=True)  # plain tensors and numbers, no pickle
+        if "probes" not in saved:
+            raise SystemExit(f"{ckpt} was written by train_tiny before v5 (no question probes) and cannot be "
+                             "resumed; use another --work directory")
         bb.model.load_state_dict(saved["model"])
         heads.load_state_dict(saved["heads"])
         events.load_state_dict(saved["events"])

@@ -165,6 +165,7 @@ def test_tiny_diagnostics_cover_every_template_and_the_probe_cannot_read_what_th
     assert "mass1" in order and "readout" not in order  # two objects to find, nothing to name
     assert all(0.0 <= cols["mass0"][0] <= 1.0 for cols in summary.values())
     assert len(per_layer) == 13  # the embeddings, then every decoder layer's output
-    # at the embeddings every answering row holds the same word ("assistant"): no probe beats chance there
+    # at the embeddings every answering row of a slot holds the same word ("assistant"): a probe can only
+    # name one shape per slot there, which is what chance means
     assert per_layer[0] <= chance + 1e-6
     assert max(per_layer) > chance  # the bundled model carries the named shape somewhere
