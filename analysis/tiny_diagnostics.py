@@ -114,15 +114,11 @@ def diagnose(model: str, streams: int, seconds: float, layer: int) -> tuple[dict
         named.append(sample.named)
         stream_of += [seed] * len(sample.named)
     hidden, named = torch.cat(hidden, 1).float(), torch.cat(named)  # (L + 1, Q, D), (Q, 2)
-    # which shape the row must find: the first named, or for order questions both in turn
-    pairs = [(i, 0) for i in range(len(named)) if named[i, 0] > 0] + [
-        (i, 1) for i in range(len(named)) if named[i, 1] > 0]
-    pairs.sort()
-    index = torch.tensor([i for i, _ in pairs])
-    labels = torch.tensor([int(named[i, k]) for i, k in pairs])
-    # the second name of an order question is a different target from the same row: tell them apart
-    slot = torch.tensor([k for _, k in pairs])
-    fit = torch.tensor([stream_of[i] < 200 + int(0.7 * streams) for i, _ in pairs])  # fit and test on other streams
+    # (row, slot) for every shape a row must name: the first named, and for order questions the second;
+    # the second name is a different target from the same row, so the slot is a feature too
+    index, slot = (named > 0).nonzero().T  # (P,) each
+    labels = named[index, slot]
+    fit = torch.tensor(stream_of)[index] < 200 + int(0.7 * streams)  # fit and test on different streams
     per_layer = []
     for h in hidden:
         feats = torch.cat([h[index], slot[:, None] * h[index]], -1)  # a probe per slot, fitted jointly

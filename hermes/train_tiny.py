@@ -48,7 +48,6 @@ import argparse
 import json
 import math
 import random
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,6 +245,7 @@ def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
     options: list[list[int]] = []  # per row of slots[0]: the ids its answer is chosen from
     ranks: list[list[int]] = [[] for _ in RETRIEVAL_HEADS]  # per row of each slot
     named_rows, named, named_at = [], [], []
+    appeared = [o.shape for o in sorted(stream.objects, key=lambda o: o.appear)]  # appearance ranks
     for q in stream.questions:
         visible = next(end for t, end in chunk_end if t >= q.time - 1e-6)
         answer = bb.encode_text(q.answer)
@@ -257,18 +257,18 @@ def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
         targets += [-100] * (len(ids) - 2) + [answer[0], im_end]
         positions += list(range(visible, visible + len(ids)))
         blocks.append((start, start + len(ids), visible))
-        shapes = named_shapes(q.question)
+        # the shape words the question names, in order (the last id is the answer, not named)
+        names = [(start + i, w) for i, w in enumerate(bb.tokenizer.convert_ids_to_tokens(ids[:-1])) if w in SHAPES]
         named_rows.append(start + len(ids) - 2)
-        named.append([SHAPES.index(w) + 1 for w in shapes] + [0] * (2 - len(shapes)))
-        words = bb.tokenizer.convert_ids_to_tokens(ids)
-        named_at.append([start + i for i, w in enumerate(words[:-1]) if w in SHAPES] + [-1] * (2 - len(shapes)))
-        seen = [o.shape for o in sorted(stream.objects, key=lambda o: o.appear)]
-        for slot, rank, where, shape in zip(slots, ranks, evidence(stream, q), shapes or [""] * 2, strict=False):
+        named.append([SHAPES.index(w) + 1 for _, w in names] + [0] * (2 - len(names)))
+        named_at.append([i for i, _ in names] + [-1] * (2 - len(names)))
+        for slot, rank, where in zip(slots, ranks, evidence(stream, q), strict=False):
             cells = [frame_pos[i, quadrant_cells(by_shape(stream.objects, shape).quadrant, grid)] if shape
                      else frame_pos[i] for i, shape in where]  # shape "" = the whole frame
             if cells:
                 slot.append((start + len(ids) - 2, torch.cat(cells).tolist()))
-                rank.append(seen.index(shape) if q.category == "order" else -100)
+                # an order question's evidence is one (frame, shape): the appearance of the shape it compares
+                rank.append(appeared.index(where[0][1]) if q.category == "order" else -100)
                 if slot is slots[0]:
                     options.append([bb.tokenizer.convert_tokens_to_ids(w) for w in answer_words(q.answer)])
     n = len(targets)
@@ -296,11 +296,6 @@ def build_sample(bb: Backbone, stream: Stream, device: torch.device) -> Sample:
 
 
 RETRIEVAL_HEADS = (0, 2)  # one head per object a question is about; different KV heads
-
-
-def named_shapes(question: str) -> list[str]:
-    """The shapes a ShapeStream question names, in the order it names them."""
-    return re.findall(r"the (circle|square|triangle|cross)", question)
 
 
 def answer_words(answer: str) -> tuple[str, ...]:
