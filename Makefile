@@ -36,7 +36,7 @@ test: $(VENV)/.test-deps
 	$(PY) -m pytest
 
 bench: $(VENV)/.deps
-	$(PY) analysis/bench_engine.py
+	$(PY) -m analysis.bench_engine
 
 # Every committed study under analysis/results/ (about 20 minutes on 2 CPU cores); see analysis/README.md.
 figures: $(VENV)/.deps
@@ -44,7 +44,7 @@ figures: $(VENV)/.deps
 	$(PY) -m analysis.efficiency
 	$(PY) -m analysis.accuracy
 	$(PY) -m analysis.ablations
-	$(PY) analysis/tiny_diagnostics.py
+	$(PY) -m tiny.diagnostics
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

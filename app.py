@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from app.session import list_examples
+from app.sources import list_examples
 from app.ui import CSS, SETTINGS, build
 
 

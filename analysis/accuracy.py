@@ -1,15 +1,16 @@
 """Accuracy vs memory budget, per policy and question category, on held-out ShapeStream.
 
-    python analysis/accuracy.py                         # hermes-tiny, every policy, ~5 min
-    python analysis/accuracy.py --streams 4 --quick     # smoke run
-    python analysis/accuracy.py --benchmark bench.json --model DIR_OR_HUB_ID
+    python -m analysis.accuracy                         # hermes-tiny, every policy, ~5 min
+    python -m analysis.accuracy --streams 4 --quick     # smoke run
+    python -m analysis.accuracy --benchmark bench.json --model DIR_OR_HUB_ID
     torchrun --nproc_per_node 2 -m analysis.accuracy    # streams shared out over 2 processes
 
 ShapeStream mode: streams with seeds 0..N-1 (training uses seeds >= 1,000,000), 64-128
 frames at 2 fps. Every policy runs at budgets of 12.5%, 25% and 50% of the stream's video
 tokens, plus `full`. The engine ingests the stream chunk by chunk and answers each question
 when the stream reaches its time (greedy, first word compared with the answer). Writes
-analysis/results/accuracy.md, accuracy.csv and accuracy.png (or to --out). Started with
+analysis/results/accuracy.md, accuracy.csv and accuracy.png (or to --out; named
+accuracy-<model>[-cuda] for another model or on a GPU). Started with
 torchrun / accelerate launch, every (policy, budget, stream) unit goes to one process and
 rank 0 merges them in order: the table is the one a single process writes.
 
@@ -24,9 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
-import sys
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,45 +32,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from analysis import shard
+from analysis import common, shard
 from hermes.backbones import Backbone, load_backbone
 from hermes.engine import load_engine
 from hermes.errors import HermesError
 from hermes.policies import available
-from hermes.synthetic import CATEGORIES, COLOURS, SHAPES, Question, generate
+from hermes.shapestream import CATEGORIES, Question, chance_level, generate, grade, template_name
 from hermes.video import read_video
 
-RESULTS = Path(__file__).resolve().parent / "results"
 FRACTIONS = (0.125, 0.25, 0.5)
 FPS = 2.0
 CHUNK = 16
-
-
-def n_options(q: Question) -> int:
-    """How many answers the question's template allows (for the chance level)."""
-    if q.answer in ("yes", "no"):
-        return 2
-    if q.answer in COLOURS:
-        return len(COLOURS)
-    if q.answer in SHAPES:
-        return len(SHAPES)
-    if "change colour" in q.question:
-        return 3  # zero, one, two
-    if "on the screen now" in q.question:
-        return len(SHAPES) + 1  # zero..four
-    return len(SHAPES)  # one..four appeared so far
-
-
-def first_word(text: str) -> str:
-    words = text.strip().lower().replace(".", " ").split()
-    return words[0] if words else ""
-
-
-def template(question: str) -> str:
-    """The question with its shape names replaced by X: one row per ShapeStream template."""
-    return re.sub("|".join(SHAPES), "X", question)
 
 
 @dataclass
@@ -94,26 +64,18 @@ class Scores(dict):
 
 
 def run_stream(backbone: Backbone, stream, policy: str, fraction: float | None, hits: dict,
-               templates: dict | None = None, **config: object) -> None:
+               templates: dict | None = None, policy_params: dict | None = None, **config: object) -> None:
     """Ingest one stream in chunks; answer each question when the stream reaches its time.
-    `config`: HermesConfig fields (the ablations switch them)."""
+    `policy_params`: the policy's parameters, `config`: HermesConfig fields (the ablations
+    switch both)."""
     video_tokens = len(stream.frames) * backbone.tokens_per_frame + -(-len(stream.frames) // CHUNK)
     budget = None if fraction is None else max(8, int(fraction * video_tokens))
     engine = load_engine(backbone, policy=policy, budget=budget, chunk_frames=CHUNK, fps=FPS, max_new_tokens=2,
-                         record_question_attention=False, **config)
-    by_time = defaultdict(list)
-    for q in stream.questions:
-        by_time[q.time].append(q)
-    done = 0
-    for t in sorted(by_time):
-        upto = int(np.searchsorted(stream.timestamps, t, side="right"))
-        engine.ingest(stream.frames[done:upto], stream.timestamps[done:upto])
-        engine.flush()
-        done = upto
-        for q in by_time[t]:
-            hits[q.category].append(first_word(engine.ask(q.question).text) == q.answer)
-            if templates is not None:
-                templates[template(q.question)].append(hits[q.category][-1])
+                         record_question_attention=False, policy_params=policy_params, **config)
+    for q in common.replay(engine, stream.frames, stream.timestamps, [(q.time, q) for q in stream.questions]):
+        hits[q.category].append(grade(engine.ask(q.question).text, q.answer))
+        if templates is not None:
+            templates[template_name(q.question)].append(hits[q.category][-1])
 
 
 def held_out_streams(n: int, size: tuple[int, int] = (64, 64)) -> list:
@@ -122,28 +84,30 @@ def held_out_streams(n: int, size: tuple[int, int] = (64, 64)) -> list:
 
 
 def chance_levels(questions: list[Question]) -> tuple[dict, dict]:
-    chance = {c: float(np.mean([1 / n_options(q) for q in questions if q.category == c])) for c in CATEGORIES}
+    chance = {c: float(np.mean([chance_level(q.question) for q in questions if q.category == c])) for c in CATEGORIES}
     return chance, {c: sum(q.category == c for q in questions) for c in CATEGORIES}
 
 
 def replot(args: argparse.Namespace) -> None:
     """Redraw accuracy.png from accuracy.csv (no model runs)."""
-    suffix = "_quick" if args.quick else ""
-    with (Path(args.out) / f"accuracy{suffix}.csv").open() as fh:
+    stem = common.stem(args, "accuracy")
+    with open(f"{stem}.csv") as fh:
         runs = [Run(row["policy"], None if row["policy"] == "full" else float(row["budget_fraction"]),
                     Scores({k: float(v) for k, v in row.items() if k not in ("policy", "budget_fraction")}))
                 for row in csv.DictReader(fh)]
     questions = [q for s in held_out_streams(args.streams, size=(2, 2)) for q in s.questions]
-    plot(runs, chance_levels(questions)[0], Path(args.out) / f"accuracy{suffix}.png")
+    plot(runs, chance_levels(questions)[0], Path(f"{stem}.png"))
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One row of a sweep: a policy at a budget, with engine config overrides."""
+    """One row of a sweep: a policy at a budget, with policy parameters and engine config
+    (HermesConfig) overrides as (name, value) pairs."""
 
     label: str
     policy: str
     fraction: float | None
+    params: tuple[tuple[str, object], ...] = ()
     config: tuple[tuple[str, object], ...] = ()
 
 
@@ -157,7 +121,7 @@ def sweep(backbone: Backbone, streams: list, settings: list[Setting], desc: str 
         hits: dict[str, list[bool]] = defaultdict(list)
         templates: dict[str, list[bool]] = defaultdict(list)
         st = settings[a]
-        run_stream(backbone, streams[b], st.policy, st.fraction, hits, templates, **dict(st.config))
+        run_stream(backbone, streams[b], st.policy, st.fraction, hits, templates, dict(st.params), **dict(st.config))
         results.append((index, (dict(hits), dict(templates))))
     merged = shard.gather(results, w)
     shard.close(w)
@@ -177,7 +141,7 @@ def sweep(backbone: Backbone, streams: list, settings: list[Setting], desc: str 
 
 
 def shapestream(args: argparse.Namespace) -> None:
-    backbone = load_backbone(args.model)
+    backbone = load_backbone(args.model, device=args.device)
     streams = held_out_streams(args.streams)
     questions = [q for s in streams for q in s.questions]
     configs = [("full", None)] + [(p, f) for p in available() if p != "full" for f in FRACTIONS]
@@ -199,59 +163,46 @@ def template_table(runs: list[Run], questions: list[Question]) -> list[str]:
         return []
     by_template = defaultdict(list)
     for q in questions:
-        by_template[template(q.question)].append(q)
+        by_template[template_name(q.question)].append(q)
     names = [r.policy if r.fraction is None else f"{r.policy} {100 * r.fraction:g}%" for r in shown]
-    lines = ["", "Per question template (the weakest rows say what limits the model):", "",
-             "| template | category | n | chance | " + " | ".join(names) + " |", "|" + "---|" * (4 + len(names))]
+    rows = []
     for name, qs in by_template.items():
-        chance = np.mean([1 / n_options(q) for q in qs])
+        chance = np.mean([chance_level(q.question) for q in qs])
         cells = [f"{np.mean(r.templates[name]):.3f}" if r.templates.get(name) else "-" for r in shown]
-        lines.append(f"| {name} | {qs[0].category} | {len(qs)} | {chance:.3f} | " + " | ".join(cells) + " |")
-    return lines
+        rows.append([name, qs[0].category, len(qs), f"{chance:.3f}", *cells])
+    return ["", "Per question template (the weakest rows say what limits the model):", "",
+            *common.table(["template", "category", "n", "chance", *names], rows)]
 
 
 def write_results(runs: list[Run], chance: dict, counts: dict, args: argparse.Namespace, n_streams: int,
                   n_questions: int, questions: list[Question] | None = None) -> None:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    suffix = "_quick" if args.quick else ""
-    with (out / f"accuracy{suffix}.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["policy", "budget_fraction", "all", *CATEGORIES])
-        for r in runs:
-            writer.writerow([r.policy, r.fraction if r.fraction is not None else 1.0, f"{r.accuracy():.4f}",
-                             *[f"{r.accuracy(c):.4f}" for c in CATEGORIES]])
-    head = ["policy", "budget", "all", *CATEGORIES]
+    stem = common.stem(args, "accuracy")
+    common.write_csv(f"{stem}.csv", [[r.policy, r.fraction if r.fraction is not None else 1.0, f"{r.accuracy():.4f}",
+                                      *[f"{r.accuracy(c):.4f}" for c in CATEGORIES]] for r in runs],
+                     ["policy", "budget_fraction", "all", *CATEGORIES])
+    rows = [["chance", "-", f"{np.average(list(chance.values()), weights=list(counts.values())):.3f}",
+             *[f"{chance[c]:.3f}" for c in CATEGORIES]]]
+    for r in runs:
+        budget = "100% (full)" if r.fraction is None else f"{100 * r.fraction:g}%"
+        rows.append([r.policy, budget, f"{r.accuracy():.3f}", *[f"{r.accuracy(c):.3f}" for c in CATEGORIES]])
     lines = [
         "# Accuracy vs budget on held-out ShapeStream",
         "",
-        f"`python analysis/accuracy.py{' --quick' if args.quick else ''}` with `{args.model}`, "
-        f"{time.strftime('%Y-%m-%d')}: {n_streams} held-out streams (seeds 0-{n_streams - 1}; training uses "
+        f"`python -m analysis.accuracy{' --quick' if args.quick else ''}` with `{args.model}`, "
+        f"{common.today()}: {n_streams} held-out streams (seeds 0-{n_streams - 1}; training uses "
         f"seeds >= 1,000,000), 64-128 frames at 2 fps, {n_questions} questions "
         f"({', '.join(f'{c} {counts[c]}' for c in CATEGORIES)}). Budget = share of the stream's video tokens "
         "kept per layer; chunks of 16 frames; answers are greedy, first word compared.",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-        "| chance | - | " + f"{np.average(list(chance.values()), weights=list(counts.values())):.3f} | "
-        + " | ".join(f"{chance[c]:.3f}" for c in CATEGORIES) + " |",
+        *common.table(["policy", "budget", "all", *CATEGORIES], rows),
+        *template_table(runs, questions or []),
     ]
-    for r in runs:
-        budget = "100% (full)" if r.fraction is None else f"{100 * r.fraction:g}%"
-        lines.append(f"| {r.policy} | {budget} | {r.accuracy():.3f} | "
-                     + " | ".join(f"{r.accuracy(c):.3f}" for c in CATEGORIES) + " |")
-    lines += template_table(runs, questions or [])
-    (out / f"accuracy{suffix}.md").write_text("\n".join(lines) + "\n")
-    plot(runs, chance, out / f"accuracy{suffix}.png")
-    print("\n".join(lines))
+    common.write_markdown(f"{stem}.md", lines, echo=True)
+    plot(runs, chance, Path(f"{stem}.png"))
 
 
 def plot(runs: list[Run], chance: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     fig, axes = plt.subplots(1, len(CATEGORIES) + 1, figsize=(4 * (len(CATEGORIES) + 1), 3.6), sharey=True)
     full = next((r for r in runs if r.policy == "full"), None)
     for ax, category in zip(axes, (None, *CATEGORIES), strict=True):
@@ -271,9 +222,7 @@ def plot(runs: list[Run], chance: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
     axes[-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def load_benchmark(path: str | Path) -> list[dict]:
@@ -314,58 +263,50 @@ def correct(conv: dict, text: str) -> bool:
         letters = "abcdefgh"
         idx = choices.index(answer) if answer in choices else letters.find(answer) if len(answer) == 1 else -1
         return idx >= 0 and (said[:1] == letters[idx] or said.startswith(choices[idx]))
-    return first_word(said) == first_word(answer)
+    return grade(said, answer)
 
 
 def benchmark(args: argparse.Namespace) -> None:
     entries = load_benchmark(args.benchmark)
-    backbone = load_backbone(args.model)
+    backbone = load_backbone(args.model, device=args.device)
     hits: dict[str, list[bool]] = defaultdict(list)
     for entry in tqdm(entries, desc="videos"):
         frames, times = read_video(entry["video_path"], args.fps)
         engine = load_engine(backbone, policy=args.policy, budget=args.budget, chunk_frames=CHUNK, fps=args.fps,
                              max_new_tokens=args.max_new_tokens, record_question_attention=False)
-        done = 0
-        for conv in sorted(entry["conversations"], key=lambda c: float(c["end_time"])):
-            upto = int(np.searchsorted(times, float(conv["end_time"]), side="right"))
-            if upto > done:
-                engine.ingest(frames[done:upto], times[done:upto])
-                engine.flush()
-                done = upto
+        asked = [(float(conv["end_time"]), conv) for conv in entry["conversations"]]
+        for conv in common.replay(engine, frames, times, asked):
             text = engine.ask(format_question(conv)).text if engine.frames_seen else ""
             hits[conv.get("task", "all")].append(correct(conv, text))
-    lines = [f"# {Path(args.benchmark).name}: `{args.model}`, policy {args.policy}, budget {args.budget}", "",
-             "| task | questions | accuracy |", "|---|---|---|"]
-    for task, values in sorted(hits.items()):
-        lines.append(f"| {task} | {len(values)} | {np.mean(values):.3f} |")
     every = [h for v in hits.values() for h in v]
-    lines.append(f"| all | {len(every)} | {np.mean(every) if every else float('nan'):.3f} |")
-    out = Path(args.out) if args.out else RESULTS / f"benchmark_{Path(args.benchmark).stem}.md"
+    rows = [[task, len(values), f"{np.mean(values):.3f}"] for task, values in sorted(hits.items())]
+    rows.append(["all", len(every), f"{np.mean(every) if every else float('nan'):.3f}"])
+    lines = [f"# {Path(args.benchmark).name}: `{args.model}`, policy {args.policy}, budget {args.budget}", "",
+             *common.table(["task", "questions", "accuracy"], rows)]
+    out = Path(args.out) if args.out else common.RESULTS / f"benchmark_{Path(args.benchmark).stem}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    common.write_markdown(out, lines, echo=True)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="hermes-tiny")
+    parser = common.parser(__doc__, out=None, quick="full, fifo and hermes at 25% only")
     parser.add_argument("--streams", type=int, default=24)
-    parser.add_argument("--quick", action="store_true", help="full, fifo and hermes at 25% only")
     parser.add_argument("--replot", action="store_true", help="redraw accuracy.png from accuracy.csv")
     parser.add_argument("--benchmark", help="unified-schema JSON file: score it instead of ShapeStream")
     parser.add_argument("--policy", default="hermes", help="benchmark mode: policy")
     parser.add_argument("--budget", type=int, default=None, help="benchmark mode: tokens per layer")
     parser.add_argument("--fps", type=float, default=0.5, help="benchmark mode: sampling rate")
     parser.add_argument("--max-new-tokens", type=int, default=8)
-    parser.add_argument("--out", help="result folder (benchmark mode: result file); default analysis/results")
+    parser.add_argument("--out", type=Path, help="result folder (benchmark mode: result file); default "
+                                                 "analysis/results")
     args = parser.parse_args(argv)
     if args.benchmark:
         benchmark(args)
-    elif args.replot:
-        args.out = args.out or RESULTS
+        return
+    args.out = args.out or common.RESULTS
+    if args.replot:
         replot(args)
     else:
-        args.out = args.out or RESULTS
         shapestream(args)
 
 

@@ -1,7 +1,7 @@
 """Engine benchmark: ingest throughput and time to first token as the stream grows.
 
-    python analysis/bench_engine.py            # ~2 min on a 2-core CPU
-    python analysis/bench_engine.py --quick    # smaller run, for a smoke check
+    python -m analysis.bench_engine            # ~2 min on a 2-core CPU
+    python -m analysis.bench_engine --quick    # smaller run, for a smoke check
 
 For random-tiny it streams 1024 frames with `fifo` at a fixed budget, asking the same
 question after 16, 64, 256 and 1024 frames; TTFT is the median of several asks. The
@@ -9,33 +9,29 @@ headline budget is 256 tokens per layer (one 16-frame chunk), so the cache is al
 at the first checkpoint and the ratio isolates stream length; a 1024-token fifo run and a
 `full` run (no eviction) are reported beside it. One more row streams a few frames through the real
 LLaVA-OneVision-0.5B architecture (random weights, built offline from its config).
-Writes analysis/results/bench_engine.md; the last printed line is a JSON object with the
-headline figures (`ttft_ratio_1024_16`: fifo TTFT after 1024 frames / after 16).
+Writes analysis/results/bench_engine.md (--quick: bench_engine_quick.md, or to --out); the
+last printed line is a JSON object with the headline figures (`ttft_ratio_1024_16`: fifo
+TTFT after 1024 frames / after 16).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from analysis import common
 from hermes.backbones import Backbone, load_backbone
 from hermes.engine import load_engine
 from hermes.examples import bouncing_shapes
 
 QUESTION = "what is on the screen now ?"
 CHECKPOINTS = (16, 64, 256, 1024)
-RESULTS = Path(__file__).resolve().parent / "results" / "bench_engine.md"
 
 
 def median_ttft(engine, repeats: int) -> float:
@@ -89,48 +85,40 @@ def real_arch_row(n_frames: int) -> dict:
     }
 
 
-def markdown(runs: list[dict], real: dict | None, headline: dict, args: argparse.Namespace) -> str:
+def markdown(runs: list[dict], real: dict | None, headline: dict, args: argparse.Namespace) -> list[str]:
     lines = [
         "# Engine benchmark",
         "",
-        f"`python analysis/bench_engine.py{' --quick' if args.quick else ''}` on {platform.machine()} CPU, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"{time.strftime('%Y-%m-%d')}. Model `random-tiny` (12 layers, 16 tokens/frame, fp32), "
-        "chunks of 16 frames, TTFT = median of "
+        f"`python -m analysis.bench_engine{' --quick' if args.quick else ''}` on {common.machine()}. "
+        "Model `random-tiny` (12 layers, 16 tokens/frame, fp32), chunks of 16 frames, TTFT = median of "
         f"{args.repeats} asks of the same question (question prefill + first greedy token).",
         "",
-        "| policy | budget | frames | cache tokens / layer | KV MiB | TTFT ms | ingest frames/s |",
-        "|---|---|---|---|---|---|---|",
+        *common.table(["policy", "budget", "frames", "cache tokens / layer", "KV MiB", "TTFT ms", "ingest frames/s"],
+                      [[run["policy"], run["budget"] or "-", r["frames"], r["cache_tokens_per_layer"],
+                        f"{r['kv_mib']:.2f}", f"{r['ttft_ms']:.2f}", f"{r['ingest_fps']:.0f}"]
+                       for run in runs for r in run["rows"]]),
     ]
-    for run in runs:
-        for r in run["rows"]:
-            lines.append(f"| {run['policy']} | {run['budget'] or '-'} | {r['frames']} | {r['cache_tokens_per_layer']} "
-                         f"| {r['kv_mib']:.2f} | {r['ttft_ms']:.2f} | {r['ingest_fps']:.0f} |")
     if real:
         lines += [
             "",
             "## Real LLaVA-OneVision-0.5B architecture (random weights, built offline)",
             "",
-            "| frames | tokens/frame | s/frame (ingest) | vision encode s/frame | TTFT ms | cache tokens / layer "
-            "| peak RSS GiB |",
-            "|---|---|---|---|---|---|---|",
-            f"| {real['frames']} | {real['tokens_per_frame']} | {real['s_per_frame']:.2f} | "
-            f"{real['encode_s_per_frame']:.2f} | {real['ttft_ms']:.0f} | {real['cache_tokens_per_layer']} | "
-            f"{real['peak_rss_gib']:.1f} |",
+            *common.table(["frames", "tokens/frame", "s/frame (ingest)", "vision encode s/frame", "TTFT ms",
+                           "cache tokens / layer", "peak RSS GiB"],
+                          [[real["frames"], real["tokens_per_frame"], f"{real['s_per_frame']:.2f}",
+                            f"{real['encode_s_per_frame']:.2f}", f"{real['ttft_ms']:.0f}",
+                            real["cache_tokens_per_layer"], f"{real['peak_rss_gib']:.1f}"]]),
         ]
-    lines += ["", "Headline:", "", "```json", json.dumps(headline, indent=1), "```", ""]
-    return "\n".join(lines)
+    return [*lines, "", "Headline:", "", "```json", json.dumps(headline, indent=1), "```"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="256 frames, no 0.5B row")
+def main(argv: list[str] | None = None) -> None:
+    parser = common.parser(__doc__, model=None, device=None, quick="256 frames, no 0.5B row")
     parser.add_argument("--budget", type=int, default=256, help="headline fifo budget (tokens per layer)")
     parser.add_argument("--big-budget", type=int, default=1024, help="second fifo budget for comparison")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--real-frames", type=int, default=2, help="frames through the 0.5B architecture (0: skip)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
     checkpoints = CHECKPOINTS[:3] if args.quick else CHECKPOINTS
     backbone = load_backbone("random-tiny")
@@ -162,8 +150,7 @@ def main() -> None:
     if real:
         headline.update({"ov05b_s_per_frame": round(real["s_per_frame"], 2), "ov05b_ttft_ms": round(real["ttft_ms"]),
                          "ov05b_peak_rss_gib": round(real["peak_rss_gib"], 2)})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown(runs, real, headline, args))
+    common.write_markdown(f"{common.stem(args, 'bench_engine')}.md", markdown(runs, real, headline, args))
     print(json.dumps(headline))
 
 

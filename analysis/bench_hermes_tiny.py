@@ -1,11 +1,11 @@
 """The bundled model in use: load time and time to first token on a 128-frame stream.
 
-    python analysis/bench_hermes_tiny.py
+    python -m analysis.bench_hermes_tiny
 
 Loads `hermes.load_engine()` (hermes-tiny from assets/, policy hermes) in a fresh process
 three times (cold start, median reported), streams a held-out 128-frame ShapeStream and
 asks its questions; TTFT is the median over those questions. Writes
-analysis/results/bench_hermes_tiny.md; the last printed line is JSON.
+analysis/results/bench_hermes_tiny.md (or to --out); the last printed line is JSON.
 """
 
 from __future__ import annotations
@@ -17,13 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+import hermes
+from analysis import common
+from hermes.shapestream import generate, grade
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import hermes  # noqa: E402
-from hermes.synthetic import generate  # noqa: E402
-
-RESULT = ROOT / "analysis" / "results" / "bench_hermes_tiny.md"
 LOAD_SNIPPET = ("import time; t = time.perf_counter(); import hermes; hermes.load_engine(); "
                 "print(time.perf_counter() - t)")
 
@@ -34,7 +32,8 @@ def load_seconds() -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = common.parser(__doc__, model=None, device=None).parse_args(argv)
     loads = [load_seconds() for _ in range(3)]
     t0 = time.perf_counter()
     engine = hermes.load_engine()
@@ -45,7 +44,7 @@ def main() -> None:
     last = [q for q in stream.questions if q.time == stream.timestamps[-1]]
     answers = [engine.ask(q.question, max_new_tokens=2) for q in last]
     ttfts = [a.ttft_s for a in answers]
-    correct = sum(a.text.split()[:1] == [q.answer] for a, q in zip(answers, last, strict=True))
+    correct = sum(grade(a.text, q.answer) for a, q in zip(answers, last, strict=True))
     headline = {
         "load_s_fresh_process_median": round(statistics.median(loads), 2),
         "load_s_in_process": round(in_process, 3),
@@ -55,18 +54,17 @@ def main() -> None:
         "questions": len(last),
         "correct": correct,
     }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(
-        "# hermes-tiny in use\n\n"
-        f"`python analysis/bench_hermes_tiny.py`, {time.strftime('%Y-%m-%d')}, 2-core CPU.\n\n"
-        "| measure | value |\n|---|---|\n"
-        "| `import hermes; hermes.load_engine()` in a fresh process (median of 3) | "
-        f"{headline['load_s_fresh_process_median']} s |\n"
-        f"| `load_engine()` in a warm process | {headline['load_s_in_process']} s |\n"
-        f"| TTFT after {headline['frames']} frames, median / max over {len(last)} questions | "
-        f"{headline['ttft_ms_median']} / {headline['ttft_ms_max']} ms |\n"
-        f"| those questions answered correctly | {correct} / {len(last)} |\n"
-    )
+    common.write_markdown(f"{common.stem(args, 'bench_hermes_tiny')}.md", [
+        "# hermes-tiny in use", "",
+        f"`python -m analysis.bench_hermes_tiny`, {common.today()}, {common.where()}.", "",
+        *common.table(["measure", "value"], [
+            ["`import hermes; hermes.load_engine()` in a fresh process (median of 3)",
+             f"{headline['load_s_fresh_process_median']} s"],
+            ["`load_engine()` in a warm process", f"{headline['load_s_in_process']} s"],
+            [f"TTFT after {headline['frames']} frames, median / max over {len(last)} questions",
+             f"{headline['ttft_ms_median']} / {headline['ttft_ms_max']} ms"],
+            ["those questions answered correctly", f"{correct} / {len(last)}"]]),
+    ])
     print(json.dumps(headline))
 
 

@@ -1,7 +1,7 @@
 """Policy benchmark: what each eviction policy costs per chunk, and TTFT after a long stream.
 
-    python analysis/bench_policies.py            # ~1 min on a 2-core CPU
-    python analysis/bench_policies.py --quick    # fewer frames, no 0.5B row
+    python -m analysis.bench_policies            # ~1 min on a 2-core CPU
+    python -m analysis.bench_policies --quick    # fewer frames, no 0.5B row
 
 For every registered policy it streams the same frames through `random-tiny` at one
 budget and, once the cache is full, takes the median per-chunk timings: vision encode,
@@ -9,32 +9,26 @@ prefill, pseudo-queries, scoring, eviction (incl. folding and re-indexing), tele
 Overhead = (pseudo-queries + scoring + eviction) / chunk total. TTFT is the median of
 several asks at the end. One more row runs `hermes` on the real LLaVA-OneVision-0.5B
 architecture (random weights) for a chunk, to show the overhead where vision dominates.
-Writes analysis/results/bench_policies.md and .csv; the last printed line is JSON.
+Writes analysis/results/bench_policies.md and .csv (--quick: bench_policies_quick.*, or to
+--out); the last printed line is JSON.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import platform
 import statistics
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from analysis import common
 from hermes.backbones import Backbone, load_backbone
 from hermes.engine import load_engine
 from hermes.examples import bouncing_shapes
 from hermes.policies import available
 
 QUESTION = "what is on the screen now ?"
-RESULTS = Path(__file__).resolve().parent / "results"
 PARTS = ("encode", "prefill", "pseudo", "score", "evict", "telemetry")
 OVERHEAD = ("pseudo", "score", "evict")
 
@@ -72,28 +66,22 @@ def real_arch_hermes(frames_per_chunk: int) -> dict:
             "ttft_ms": 1000 * ttft, "max_cache_tokens": max(engine.cache_lengths())}
 
 
-def markdown(rows: list[dict], args: argparse.Namespace) -> str:
+def markdown(rows: list[dict], args: argparse.Namespace) -> list[str]:
     head = ["policy", "encode", "prefill", "pseudo-queries", "scoring", "eviction", "telemetry", "chunk total",
             "overhead", "TTFT"]
-    lines = [
+    return [
         "# Policy benchmark",
         "",
-        f"`python analysis/bench_policies.py{' --quick' if args.quick else ''}` on {platform.machine()} CPU, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}. "
+        f"`python -m analysis.bench_policies{' --quick' if args.quick else ''}` on {common.machine()}. "
         f"`random-tiny` (12 layers, 16 tokens/frame), {args.frames} frames in chunks of {args.chunk}, "
         f"budget {args.budget} tokens per layer (pyramidkv: average). Per-chunk times are medians (ms) over "
         "the chunks that evicted; overhead = (pseudo-queries + scoring + eviction) / chunk total. "
         f"TTFT = median of {args.repeats} asks after the stream (question attention recorded for telemetry).",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['policy']} | {r['encode_ms']:.1f} | {r['prefill_ms']:.1f} | {r['pseudo_ms']:.1f} | "
-            f"{r['score_ms']:.2f} | {r['evict_ms']:.1f} | {r['telemetry_ms']:.1f} | {r['total_ms']:.1f} | "
-            f"{100 * r['overhead_frac']:.0f}% | {r['ttft_ms']:.1f} ms |")
-    lines += [
+        *common.table(head, [[r["policy"], f"{r['encode_ms']:.1f}", f"{r['prefill_ms']:.1f}", f"{r['pseudo_ms']:.1f}",
+                              f"{r['score_ms']:.2f}", f"{r['evict_ms']:.1f}", f"{r['telemetry_ms']:.1f}",
+                              f"{r['total_ms']:.1f}", f"{100 * r['overhead_frac']:.0f}%", f"{r['ttft_ms']:.1f} ms"]
+                             for r in rows]),
         "",
         "Reading it: `hermes` pays for three pseudo-query forwards per chunk (local, global, mixed; the",
         "local one only feeds telemetry, since shallow layers use pure recency) with attention recorded in",
@@ -101,20 +89,17 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
         "(`h2o`, `snapkv`, `pyramidkv`) pay instead for recording the chunk prefill's attention. On the real",
         "0.5B architecture the vision tower dominates and the same work is a small fraction. None of it runs",
         "when a question arrives: TTFT is the same for every policy at the same cache size.",
-        "",
     ]
-    return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
+def main(argv: list[str] | None = None) -> None:
+    parser = common.parser(__doc__, model=None, device=None, quick="96 frames, no 0.5B row")
     parser.add_argument("--frames", type=int, default=256)
     parser.add_argument("--chunk", type=int, default=16)
     parser.add_argument("--budget", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--real-frames", type=int, default=2, help="frames per chunk on the 0.5B architecture")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.frames = 96
     torch.manual_seed(0)
@@ -131,13 +116,9 @@ def main() -> None:
         row = real_arch_hermes(args.real_frames)
         rows.append(row)
         print(f"{row['policy']}: chunk {row['total_ms']:.0f} ms, overhead {100 * row['overhead_frac']:.1f}%")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "_quick" if args.quick else ""
-    (RESULTS / f"bench_policies{suffix}.md").write_text(markdown(rows, args))
-    with (RESULTS / f"bench_policies{suffix}.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    stem = common.stem(args, "bench_policies")
+    common.write_markdown(f"{stem}.md", markdown(rows, args))
+    common.write_csv(f"{stem}.csv", rows)
     by_name = {r["policy"]: r for r in rows}
     headline = {
         "hermes_overhead_frac": round(by_name["hermes"]["overhead_frac"], 3),

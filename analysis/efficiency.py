@@ -37,42 +37,29 @@ process its own GPU; on a shared CPU the timings are not comparable (a warning s
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from analysis import result_name, shard
+from analysis import common, shard
 from hermes.attention import select_keys
 from hermes.backbones import Backbone, load_backbone
-from hermes.cache import PREFIX, TEXT
+from hermes.cache import PREFIX
 from hermes.engine import StreamEngine, load_engine
-from hermes.synthetic import generate
+from hermes.shapestream import generate
 from hermes.telemetry import process_rss_mib
 
-RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("hermes", "full", "reprefill", "retrieval", "floor")
 QUESTION = "what is on the screen now ?"
 FPS = 2.0
-
-
-@dataclass
-class EffConfig:
-    model: str = "hermes-tiny"
-    frames: tuple[int, ...] = (16, 64, 256, 1024)
-    budget: int = 512  # tokens per layer for hermes, retrieval's top-k and the floor
-    repeats: int = 7
-    chunk_frames: int = 16
-    out: Path = RESULTS
-    quick: bool = False
+CHUNK = 16
 
 
 @dataclass
@@ -98,12 +85,12 @@ def sync() -> None:
 
 
 def decode_step_s(engine: StreamEngine) -> float:
-    """Seconds of one decode step: a one-token forward over the engine's cache (nothing written)."""
-    token = engine.backbone.embed_ids(engine.backbone.question_ids(QUESTION)[-1:])
+    """Seconds of one decode step: a one-token forward over the engine's cache and its
+    next-token logits (nothing written)."""
+    token = engine.backbone.question_ids(QUESTION)[-1:]
     sync()
     t0 = time.perf_counter()
-    engine._forward(token, torch.tensor([engine.next_position]), torch.tensor([-1]), torch.tensor([TEXT]),
-                    write=False)
+    engine.peek(token)
     sync()
     return time.perf_counter() - t0
 
@@ -112,20 +99,18 @@ def ask_ttft(engine: StreamEngine) -> float:
     return engine.ask(QUESTION, max_new_tokens=1).ttft_s
 
 
-def fetch_top(store: StreamEngine, budget: int, engine: StreamEngine) -> StreamEngine:
-    """The cache retrieval decodes on: the prefix and the `budget` tokens of each layer of
-    `store` the question attends to most, copied into `engine` (a scratch engine built once).
-    Used for retrieval's decode step and memory; its TTFT comes from `retrieval_ttft`."""
+def fetch_top(store: StreamEngine, budget: int) -> StreamEngine:
+    """The cache retrieval decodes on: a fork of `store` holding the prefix and the `budget`
+    tokens of each layer the question attends to most. Used for retrieval's decode step and
+    memory; its TTFT comes from `retrieval_ttft`."""
     seen = store.attend(QUESTION)
-    for i, (src, dst) in enumerate(zip(store.cache.layers, engine.cache.layers, strict=True)):
-        prefix = np.flatnonzero(seen.kinds[i] == PREFIX)
-        rest = np.flatnonzero(seen.kinds[i] != PREFIX)
-        top = rest[np.argsort(-seen.attention[i][rest], kind="stable")[:budget]]
-        index = torch.from_numpy(np.sort(np.concatenate([prefix, top])))
-        dst.set_tokens(src.keys[..., index, :].clone(), src.values[..., index, :].clone(), src.meta(index))
-    engine.next_position = store.next_position
-    engine.frames_seen = store.frames_seen
-    return engine
+    indices = []
+    for attention, kinds in zip(seen.attention, seen.kinds, strict=True):
+        prefix = np.flatnonzero(kinds == PREFIX)
+        rest = np.flatnonzero(kinds != PREFIX)
+        top = rest[np.argsort(-attention[rest], kind="stable")[:budget]]
+        indices.append(torch.from_numpy(np.sort(np.concatenate([prefix, top]))))
+    return store.fork(indices)
 
 
 def retrieval_ttft(store: StreamEngine, budget: int) -> float:
@@ -138,9 +123,8 @@ def retrieval_ttft(store: StreamEngine, budget: int) -> float:
 def reprefill_ttft(backbone: Backbone, frames: np.ndarray, times: np.ndarray, chunk: int) -> float:
     """Encode and prefill every frame seen, then the question: all of it at question time."""
     t0 = time.perf_counter()
-    engine = load_engine(backbone, policy="full", chunk_frames=chunk, record_question_attention=False)
-    engine.ingest(frames, times)
-    engine.flush()
+    engine = common.feed(load_engine(backbone, policy="full", chunk_frames=chunk, record_question_attention=False),
+                         frames, times)
     return time.perf_counter() - t0 + ask_ttft(engine)
 
 
@@ -156,48 +140,40 @@ def fits(backbone: Backbone, frames: int, chunk: int) -> bool:
     return tokens + 1024 < backbone.max_positions
 
 
-def run_method(method: str, backbone: Backbone, frames: np.ndarray, times: np.ndarray, cfg: EffConfig) -> list[Cell]:
+def run_method(method: str, backbone: Backbone, frames: np.ndarray, times: np.ndarray,
+               args: argparse.Namespace) -> list[Cell]:
     """Every checkpoint of one method (checkpoints in increasing order)."""
-    checkpoints = sorted(set(cfg.frames) | ({128} if max(cfg.frames) >= 128 else set()))
-    cells = []
+    checkpoints = sorted(set(args.frames) | ({128} if max(args.frames) >= 128 else set()))
     if method == "floor":
-        engine = load_engine(backbone, policy="fifo", budget=cfg.budget, chunk_frames=cfg.chunk_frames,
+        engine = load_engine(backbone, policy="fifo", budget=args.budget, chunk_frames=CHUNK,
                              record_question_attention=False)
-        fill = -(-cfg.budget // backbone.tokens_per_frame) + cfg.chunk_frames
-        engine.ingest(frames[:fill], times[:fill])
-        engine.flush()
-        measured = cell(method, 0, engine, timed_median(lambda: ask_ttft(engine), cfg.repeats))
+        fill = -(-args.budget // backbone.tokens_per_frame) + CHUNK
+        common.feed(engine, frames[:fill], times[:fill])
+        measured = cell(method, 0, engine, timed_median(lambda: ask_ttft(engine), args.repeats))
         return [replace(measured, frames=n) for n in checkpoints]  # the same cache whatever the stream
+    cells = []
     if method == "reprefill":
         for n in checkpoints:
-            if not fits(backbone, n, cfg.chunk_frames):
+            if not fits(backbone, n, CHUNK):
                 break  # past the model's positions: no cell
-            reps = max(1, min(cfg.repeats, int(64 * cfg.repeats / n)))  # long re-prefills: fewer repeats
-            ttft = timed_median(lambda n=n: reprefill_ttft(backbone, frames[:n], times[:n], cfg.chunk_frames), reps)
-            engine = load_engine(backbone, policy="full", chunk_frames=cfg.chunk_frames)
-            engine.ingest(frames[:n], times[:n])
-            engine.flush()
+            reps = max(1, min(args.repeats, int(64 * args.repeats / n)))  # long re-prefills: fewer repeats
+            ttft = timed_median(lambda n=n: reprefill_ttft(backbone, frames[:n], times[:n], CHUNK), reps)
+            engine = common.feed(load_engine(backbone, policy="full", chunk_frames=CHUNK), frames[:n], times[:n])
             cells.append(cell(method, n, engine, ttft))
         return cells
-    policy, budget = ("hermes", cfg.budget) if method == "hermes" else ("full", None)
-    engine = load_engine(backbone, policy=policy, budget=budget, chunk_frames=cfg.chunk_frames,
-                         record_question_attention=False)
-    scratch = load_engine(backbone, policy="full", record_question_attention=False)  # retrieval answers here
-    done = 0
+    policy, budget = ("hermes", args.budget) if method == "hermes" else ("full", None)
+    engine = load_engine(backbone, policy=policy, budget=budget, chunk_frames=CHUNK, record_question_attention=False)
+    reached = []
     for n in checkpoints:
-        if n > len(frames):
-            break
-        if policy == "full" and not fits(backbone, n, cfg.chunk_frames):
-            break  # past the model's positions: no cell
-        engine.ingest(frames[done:n], times[done:n])
-        engine.flush()
-        done = n
+        if n > len(frames) or (policy == "full" and not fits(backbone, n, CHUNK)):
+            break  # past the stream, or past the model's positions: no cell
+        reached.append(n)
+    for n in common.replay(engine, frames, times, [(times[n - 1], n) for n in reached]):
         if method == "retrieval":
-            ttft = timed_median(lambda: retrieval_ttft(engine, cfg.budget), cfg.repeats)
-            cells.append(cell(method, n, fetch_top(engine, cfg.budget, scratch), ttft,
-                              extra_bytes=engine.cache.nbytes()))
+            ttft = timed_median(lambda: retrieval_ttft(engine, args.budget), args.repeats)
+            cells.append(cell(method, n, fetch_top(engine, args.budget), ttft, extra_bytes=engine.cache.nbytes()))
         else:
-            cells.append(cell(method, n, engine, timed_median(lambda: ask_ttft(engine), cfg.repeats)))
+            cells.append(cell(method, n, engine, timed_median(lambda: ask_ttft(engine), args.repeats)))
     return cells
 
 
@@ -229,51 +205,36 @@ def headline(cells: list[Cell]) -> dict:
     }
 
 
-def write(cells: list[Cell], cfg: EffConfig, backbone: Backbone, heads: dict) -> None:
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / result_name("efficiency", cfg.model, cfg.quick)
-    fields = list(Cell.__dataclass_fields__)
-    with open(f"{stem}.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(fields)
-        writer.writerows([[getattr(c, f) if not isinstance(getattr(c, f), float) else f"{getattr(c, f):.4f}"
-                           for f in fields] for c in cells])
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else \
-        f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
-    lines = ["# Efficiency: TTFT and memory as the stream grows", "",
-             f"`python -m analysis.efficiency{' --quick' if cfg.quick else ''}` with `{cfg.model}` "
-             f"({backbone.n_layers} layers, {backbone.tokens_per_frame} tokens/frame) on {device}, torch "
-             f"{torch.__version__}, {time.strftime('%Y-%m-%d')}. Budget {cfg.budget} tokens per layer (hermes, "
-             f"retrieval top-k, floor); chunks of {cfg.chunk_frames} frames; TTFT = median of {cfg.repeats} asks "
-             "after a warm-up (re-prefill: fewer at long streams).", "",
-             "| method | frames | TTFT ms | ms / output token | KV MiB | RSS MiB | tokens / layer |",
-             "|---|---|---|---|---|---|---|"]
-    for c in cells:
-        lines.append(f"| {c.method} | {c.frames} | {c.ttft_ms:.2f} | {c.tpot_ms:.2f} | {c.kv_mib:.2f} | "
-                     f"{c.rss_mib:.0f} | {c.cache_tokens} |")
-    ran = sorted({c.frames for c in cells if c.method == "hermes"})
-    lines += ["", "TTFT relative to hermes at the same number of frames:", "",
-              "| frames | " + " | ".join(m for m in METHODS if m != "hermes") + " |", "|---" * len(METHODS) + "|"]
-    for n in ran:
+def write(cells: list[Cell], args: argparse.Namespace, backbone: Backbone, heads: dict) -> None:
+    stem = common.stem(args, "efficiency")
+    names = [f.name for f in fields(Cell)]
+    common.write_csv(f"{stem}.csv", [[f"{v:.4f}" if isinstance(v, float) else v for v in (getattr(c, f) for f in names)]
+                                     for c in cells], names)
+    others = [m for m in METHODS if m != "hermes"]
+    ratios = []
+    for n in sorted({c.frames for c in cells if c.method == "hermes"}):
         base = lookup(cells, "hermes", n)
-        row = [f"{lookup(cells, m, n) / base:.1f}x" if lookup(cells, m, n) is not None else "-"
-               for m in METHODS if m != "hermes"]
-        lines.append(f"| {n} | " + " | ".join(row) + " |")
-    lines += ["", "Headline:", "", "```json", json.dumps(heads, indent=1), "```"]
-    Path(f"{stem}.md").write_text("\n".join(lines) + "\n")
-    plot(cells, Path(f"{stem}.png"), f"{cfg.model}, budget {cfg.budget}/layer, {device}")
-    print("\n".join(lines))
+        ratios.append([n, *[f"{lookup(cells, m, n) / base:.1f}x" if lookup(cells, m, n) is not None else "-"
+                            for m in others]])
+    lines = ["# Efficiency: TTFT and memory as the stream grows", "",
+             f"`python -m analysis.efficiency{' --quick' if args.quick else ''}` with `{args.model}` "
+             f"({backbone.n_layers} layers, {backbone.tokens_per_frame} tokens/frame) on "
+             f"{common.machine(args.device)}. "
+             f"Budget {args.budget} tokens per layer (hermes, retrieval top-k, floor); chunks of {CHUNK} frames; "
+             f"TTFT = median of {args.repeats} asks after a warm-up (re-prefill: fewer at long streams).", "",
+             *common.table(["method", "frames", "TTFT ms", "ms / output token", "KV MiB", "RSS MiB", "tokens / layer"],
+                           [[c.method, c.frames, f"{c.ttft_ms:.2f}", f"{c.tpot_ms:.2f}", f"{c.kv_mib:.2f}",
+                             f"{c.rss_mib:.0f}", c.cache_tokens] for c in cells]),
+             "", "TTFT relative to hermes at the same number of frames:", "",
+             *common.table(["frames", *others], ratios),
+             "", "Headline:", "", "```json", json.dumps(heads, indent=1), "```"]
+    common.write_markdown(f"{stem}.md", lines, echo=True)
+    plot(cells, Path(f"{stem}.png"), f"{args.model}, budget {args.budget}/layer, {common.where(args.device)}")
 
 
 def plot(cells: list[Cell], path: Path, title: str) -> None:
     """Paper-style: TTFT and KV memory against frames seen, one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = common.pyplot().subplots(1, 3, figsize=(15, 4))
     for method in METHODS:
         mine = sorted((c for c in cells if c.method == method), key=lambda c: c.frames)
         if not mine:
@@ -291,49 +252,43 @@ def plot(cells: list[Cell], path: Path, title: str) -> None:
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
-def run(cfg: EffConfig) -> tuple[list[Cell], dict] | None:
+def run(args: argparse.Namespace) -> tuple[list[Cell], dict] | None:
     """Every method over one stream; methods shared out across torchrun processes. Returns
     (cells, headline) on rank 0, None elsewhere."""
     w = shard.world()
-    if w.size > 1 and not torch.cuda.is_available() and w.main:
+    if w.size > 1 and not args.device.startswith("cuda") and w.main:
         print(f"warning: {w.size} processes time their methods at the same time on shared CPU cores; "
               "the timings are not comparable with a single process's", file=sys.stderr)
-    backbone = load_backbone(cfg.model, device="cuda" if torch.cuda.is_available() else "cpu")
-    n = max(cfg.frames)
+    backbone = load_backbone(args.model, device=args.device)
+    n = max(args.frames)
     stream = generate(7, seconds=n / FPS, fps=FPS)
     frames, times = stream.frames[:n], stream.timestamps[:n]
-    results = [(i, run_method(m, backbone, frames, times, cfg)) for i, m in shard.mine(list(METHODS), w)]
+    results = [(i, run_method(m, backbone, frames, times, args)) for i, m in shard.mine(list(METHODS), w)]
     merged = shard.gather(results, w)
     shard.close(w)
     if merged is None:
         return None
     cells = [c for part in merged for c in part]
     heads = headline(cells)
-    write(cells, cfg, backbone, heads)
+    write(cells, args, backbone, heads)
     print(json.dumps(heads))
     return cells, heads
 
 
 def main(argv: list[str] | None = None) -> None:
-    d = EffConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=d.model)
-    parser.add_argument("--frames", default=",".join(map(str, d.frames)), help="checkpoints, comma separated")
-    parser.add_argument("--budget", type=int, default=d.budget)
-    parser.add_argument("--repeats", type=int, default=d.repeats)
-    parser.add_argument("--out", type=Path, default=d.out)
-    parser.add_argument("--quick", action="store_true", help="frames 16,64,256, 3 repeats")
+    parser = common.parser(__doc__, device=common.default_device(), quick="frames 16,64,256, 3 repeats")
+    parser.add_argument("--frames", default="16,64,256,1024", help="checkpoints, comma separated")
+    parser.add_argument("--budget", type=int, default=512, help="tokens per layer for hermes, retrieval's top-k "
+                                                                "and the floor")
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
-    frames = tuple(int(f) for f in args.frames.split(","))
-    cfg = EffConfig(args.model, frames, args.budget, args.repeats, out=args.out, quick=args.quick)
-    if cfg.quick:
-        cfg.frames, cfg.repeats = tuple(f for f in cfg.frames if f <= 256) or (16, 64), min(cfg.repeats, 3)
-    run(cfg)
+    args.frames = tuple(int(f) for f in args.frames.split(","))
+    if args.quick:
+        args.frames, args.repeats = tuple(f for f in args.frames if f <= 256) or (16, 64), min(args.repeats, 3)
+    run(args)
 
 
 if __name__ == "__main__":

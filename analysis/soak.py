@@ -16,24 +16,18 @@ of the questions asked before and after the first re-index.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from tqdm import tqdm
 
 import hermes
+from analysis import common
 from hermes.backbones import load_backbone
-from hermes.synthetic import questions_at, render, world
+from hermes.shapestream import grade, questions_at, render, world
 from hermes.telemetry import process_rss_mib
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def run(hours: float, fps: float, ask_every: float, budget: int, seed: int, reindex_after: int | None
@@ -66,7 +60,7 @@ def run(hours: float, fps: float, ask_every: float, budget: int, seed: int, rein
             for q in questions_at(objects, t, rng):
                 answer = engine.ask(q.question, max_new_tokens=2)
                 answers.append({"t_s": t, "category": q.category, "question": q.question, "truth": q.answer,
-                                "answer": answer.text.split(" ")[0] if answer.text else "",
+                                "answer": answer.text,
                                 "ttft_ms": round(answer.ttft_s * 1e3, 2),
                                 "after_reindex": int(any(r["reindexed"] for r in rows))})
             next_ask += ask_every
@@ -77,7 +71,7 @@ def summarise(rows: list[dict], answers: list[dict], warmup_s: float) -> dict:
     warm = [r for r in rows if r["t_s"] >= warmup_s] or rows
     base = warm[0]["rss_mib"]
     def accuracy(after_reindex: int, category: str | None = None) -> tuple[int, float | None]:
-        hits = [a["answer"] == a["truth"] for a in answers if a["after_reindex"] == after_reindex
+        hits = [grade(a["answer"], a["truth"]) for a in answers if a["after_reindex"] == after_reindex
                 and category in (None, a["category"])]
         return len(hits), (round(float(np.mean(hits)), 3) if hits else None)
 
@@ -103,7 +97,7 @@ def summarise(rows: list[dict], answers: list[dict], warmup_s: float) -> dict:
 
 def plot(rows: list[dict], path: Path) -> None:
     t = np.array([r["t_s"] for r in rows]) / 60
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    fig, (ax1, ax2) = common.pyplot().subplots(2, 1, figsize=(8, 5), sharex=True)
     ax1.plot(t, [r["rss_mib"] for r in rows], label="process RSS")
     ax1.set_ylabel("RSS (MiB)")
     ax1.set_ylim(bottom=0)
@@ -116,21 +110,16 @@ def plot(rows: list[dict], path: Path) -> None:
             for ax in (ax1, ax2):
                 ax.axvline(r["t_s"] / 60, color="grey", lw=0.8, ls="--")
     ax1.set_title("Memory over a long stream (dashed: positions re-indexed)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def write(rows: list[dict], answers: list[dict], summary: dict, out: Path, args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "soak.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    common.write_csv(out / "soak.csv", rows)
     plot(rows, out / "soak.png")
     by_cat: dict[str, list[bool]] = {}
     for a in answers:
-        by_cat.setdefault(a["category"], []).append(a["answer"] == a["truth"])
+        by_cat.setdefault(a["category"], []).append(grade(a["answer"], a["truth"]))
     lines = [
         "# Soak: a long stream through hermes-tiny",
         "",
@@ -140,27 +129,22 @@ def write(rows: list[dict], answers: list[dict], summary: dict, out: Path, args:
         "",
         "![memory over time](soak.png)",
         "",
-        "| measure | value |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in summary.items()],
+        *common.table(["measure", "value"], summary.items()),
         "",
         "Accuracy per category over the whole run: "
         + ", ".join(f"{c} {np.mean(v):.2f} ({len(v)})" for c, v in sorted(by_cat.items())),
-        "",
     ]
-    (out / "soak.md").write_text("\n".join(lines))
+    common.write_markdown(out / "soak.md", lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = common.parser(__doc__, model=None, device=None, quick="6 minutes of stream, early re-indexing")
     parser.add_argument("--hours", type=float, default=2.0)
     parser.add_argument("--fps", type=float, default=1.0)
     parser.add_argument("--ask-every", type=float, default=300.0, help="seconds of stream between question sets")
     parser.add_argument("--budget", type=int, default=256)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--warmup", type=float, default=600.0, help="stream seconds before RSS growth is measured")
-    parser.add_argument("--quick", action="store_true", help="6 minutes of stream, early re-indexing")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     reindex_after = None
     if args.quick:

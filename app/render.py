@@ -5,7 +5,7 @@
     fig = render.occupancy_map(chunk_event, times)               # tokens kept, coloured by tier
     fig = render.memory_figure(chunk_events, full_kv_bytes)      # KV now vs a full cache
     fig = render.latency_figure(chunk_events, question_events)   # TTFT, tokens/s, ingest speed
-    fig = render.study_figure(study)                             # analysis.mechanistic on this stream
+    fig = render.study_figure(study)                             # hermes.studies.mechanistic on this stream
 
 Every function accepts "nothing yet" (None or empty lists) and returns a readable empty
 figure with a hint instead. `times` maps a stream frame index to its time in seconds.
@@ -20,7 +20,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.mechanistic import Study
+from hermes.studies.mechanistic import Study
 from hermes.telemetry import ChunkEvent, QuestionEvent
 
 TIER_COLOURS = {"shallow": "#2b8cbe", "middle": "#e6550d", "deep": "#756bb1", "all": "#31a354"}

@@ -1,19 +1,36 @@
-"""Limits and choices of the app, in one place (shown in the UI's help).
+"""Limits and choices of the app, in one place: the operator's `Settings` (shown in the
+UI's help) and the user's `Controls` (the engine settings panel).
+
+    Settings().max_sessions, Settings().models      # limits and the model allowlist
+    c = Controls(policy="fifo", budget=128)          # what the user chose; a change restarts the stream
+    c.engine_config(), c.policy_params("hermes")     # what hermes.load_engine takes
 
 Environment variables override the defaults, so a Space can tune them without code:
 HERMES_MODEL (a model for the allowlist, e.g. llava-hf/llava-onevision-qwen2-0.5b-ov-hf),
 HERMES_MAX_SESSIONS, HERMES_IDLE_TIMEOUT_S, HERMES_MAX_UPLOAD_MB, HERMES_MAX_VIDEO_S.
+
+The controls' defaults are the engine's (`HermesConfig`) and the hermes policy's (its
+dataclass), read from there; the app departs from them in two places only (APP_BUDGET, APP_FPS).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
+from hermes import policies
 from hermes.backbones import BUNDLED_MODELS
+from hermes.config import HermesConfig
 
 DEFAULT_MODEL = "hermes-tiny"
 KNOWN_HUB_MODELS = ("llava-hf/llava-onevision-qwen2-0.5b-ov-hf",)
+ENGINE = HermesConfig()  # the engine's defaults
+HERMES = policies.Hermes()  # the hermes policy's defaults (its dataclass)
+POLICY_KNOBS = ("shallow_ratio", "deep_ratio", "smoothing", "summary")  # hermes parameters the panel offers
+APP_BUDGET = 256  # the engine's default cache is unbounded; a live demo shows eviction
+APP_FPS = 2.0  # the bundled examples are rendered for 2-fps sampling (the engine reads files at 1 fps)
+TELEMETRY_QUERIES = ("global",)  # the attention map draws the global pseudo-query for every policy
 
 
 def _env_int(name: str, default: int) -> int:
@@ -57,3 +74,35 @@ class Settings:
                 f"{self.max_video_s // 60} min and {self.max_side_px} px a side (decoded at most "
                 f"{self.decode_max_side} px), questions up to {self.max_question_chars} characters, "
                 f"answers up to {self.max_new_tokens} tokens. Models: {', '.join(self.models)}.")
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What the user can change; a change restarts the stream."""
+
+    model: str = DEFAULT_MODEL
+    policy: str = "hermes"
+    compare: str = ""  # a second policy to run side by side ("" = off)
+    budget: int = APP_BUDGET
+    chunk_frames: int = ENGINE.chunk_frames
+    fps: float = APP_FPS
+    shallow_ratio: float = HERMES.shallow_ratio
+    deep_ratio: float = HERMES.deep_ratio
+    smoothing: bool = HERMES.smoothing
+    summary: bool = HERMES.summary
+    reindex: str = ENGINE.reindex
+
+    def engine_config(self) -> dict[str, Any]:
+        """The engine knobs (HermesConfig fields) for hermes.load_engine."""
+        return {"budget": self.budget, "chunk_frames": self.chunk_frames, "fps": self.fps, "reindex": self.reindex,
+                "telemetry_queries": TELEMETRY_QUERIES}
+
+    def policy_params(self, policy: str) -> dict[str, Any]:
+        """The panel's policy parameters that `policy` takes (none for a policy without them);
+        an unknown policy raises HermesError."""
+        takes = {f.name for f in fields(policies.policy_class(policy))}
+        return {name: getattr(self, name) for name in POLICY_KNOBS if name in takes}
+
+    def policy_names(self) -> list[str]:
+        """The policy, then the compared one (compare mode)."""
+        return [self.policy] + ([self.compare] if self.compare else [])

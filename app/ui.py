@@ -1,35 +1,48 @@
-"""The Gradio Blocks of HERMES Studio: player, live panels, chat, controls, export.
+"""The Gradio Blocks of HERMES Studio: player, live panels, chat, controls, export, study.
 
     from app.ui import build
     demo = build()          # gr.Blocks; app.py launches it
     demo.launch(**LAUNCH)
 
 Handlers only translate between widgets and app.session.Session (one per browser
-session, keyed by request.session_hash); figures come from app.render. Every handler
-turns a HermesError into a message in the status line instead of a stack trace.
+session, kept by app.store keyed by request.session_hash); figures come from app.render.
+Every handler is wrapped by `handler`, which looks the session up and turns a HermesError
+into a message in the status line instead of a stack trace. The layout is built by one
+function per panel (`_source_panel`, `_chat_panel`, ...) and wired in `_wire`.
 API endpoints (gradio_client): /play_example, /upload, /tick, /ask, /telemetry, /configure.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
+import queue
 import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import gradio as gr
 import plotly.io as pio
 
-from analysis import mechanistic
 from app import render
-from app.session import Controls, Session, SessionStore, in_one_thread, list_examples
-from app.settings import Settings
+from app.session import Session
+from app.settings import Controls, Settings
+from app.sources import list_examples
+from app.store import SessionStore
 from app.study import committed
 from hermes import policies
 from hermes.errors import HermesError
+from hermes.shapestream import grade
+from hermes.studies.mechanistic import reading
 from hermes.telemetry import process_rss_mib
 
 SETTINGS = Settings()
 STORE = SessionStore(SETTINGS)
+DEFAULTS = Controls(model=SETTINGS.models[0])  # what the settings panel shows first
 CSS = """
 #status {min-height: 2.2em}
 .readme {font-size: 0.8em; color: #555}
@@ -40,10 +53,74 @@ PLAYHEAD_JS = """(p, view) => {
 PAUSE_JS = """() => { const v = document.querySelector('#player video'); if (v) { v.pause(); } }"""
 RESTART_JS = """() => { const v = document.querySelector('#player video'); if (v) { v.currentTime = 0; v.play(); } }"""
 ATTENTION_VIEWS = ("global", "local", "question")
+N_PLOTS = 5  # attention, occupancy, occupancy of the compared policy, memory, latency
 
 
-def _session(request: gr.Request) -> Session:
-    return STORE.get(request.session_hash)
+def in_one_thread(items: Iterator[dict]) -> Iterator[dict]:
+    """Run a generator to the end in one worker thread and relay its items.
+
+    The session holds its lock across an answer's pieces, and a lock must be released by the
+    thread that took it; gradio resumes a generator handler in whichever worker is free, so
+    the answer is produced in one thread and handed over through a queue."""
+    relay: queue.Queue = queue.Queue()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                relay.put(copy.deepcopy(item))
+        except BaseException as err:  # handed to the consumer, raised there
+            relay.put(err)
+        relay.put(done)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := relay.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def handler(on_error: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator for the event handlers: `fn(session, *inputs)` becomes the gradio handler
+    `(*inputs, request)`. The browser's session is looked up by request.session_hash (created
+    on first use); a HermesError (the studio is full, a bad file, bad settings, ...) becomes
+    `on_error(session or None, message, *inputs)`: the event's outputs with the message.
+    A generator handler stays a generator (gradio streams it)."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.isgeneratorfunction(fn):
+            def run(*args: Any) -> Iterator[Any]:
+                *inputs, request = args
+                session = None
+                try:
+                    session = STORE.get(request.session_hash)
+                    yield from fn(session, *inputs)
+                except HermesError as err:
+                    yield on_error(session, str(err), *inputs)
+        else:
+            def run(*args: Any) -> Any:
+                *inputs, request = args
+                session = None
+                try:
+                    session = STORE.get(request.session_hash)
+                    return fn(session, *inputs)
+                except HermesError as err:
+                    return on_error(session, str(err), *inputs)
+
+        # gradio passes the request to a parameter annotated gr.Request, and names the API's
+        # parameters after the signature: fn's inputs, then the request
+        inputs = list(inspect.signature(fn).parameters.values())[1:]
+        request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)
+        run.__signature__ = inspect.Signature([*inputs, request])
+        run.__annotations__ = {"request": gr.Request}
+        run.__name__, run.__qualname__, run.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        return run
+
+    return decorate
+
+
+def _skips(n: int = N_PLOTS) -> list:
+    return [gr.skip()] * n
 
 
 def _status(s: Session | None, message: str = "") -> str:
@@ -95,19 +172,20 @@ def _chat_messages(s: Session) -> list[dict]:
             ttft = entry["ttft_ms"].get(policy)
             lines.append(f"**{policy}**: {text or '…'}" + (f"  ·  TTFT {ttft:.0f} ms" if ttft else ""))
         if entry["truth"] is not None:
-            verdicts = ["✓" if t.strip().split(" ")[:1] == [entry["truth"]] else "✗"
+            verdicts = ["✓" if grade(t, entry["truth"]) else "✗"
                         for t in entry["answers"].values() if t]
             lines.append(f"ground truth: **{entry['truth']}** {' '.join(verdicts)}")
         messages.append({"role": "assistant", "content": "\n\n".join(lines)})
     return messages
 
 
+def _trace(s: Session) -> dict:
+    return {"status": s.status(), **s.trace()}
+
+
 # ---- handlers -----------------------------------------------------------------------------
-def on_load(request: gr.Request):
-    try:
-        s = _session(request)
-    except HermesError as err:
-        return [str(err), *_figures(None)]
+@handler(lambda s, message: [_status(None, message), *_figures(None)])
+def on_load(s: Session) -> list:
     return [_status(s), *_figures(s)]
 
 
@@ -115,81 +193,64 @@ def on_unload(request: gr.Request) -> None:
     STORE.free(request.session_hash)
 
 
-def play_example(name: str, request: gr.Request):
-    try:
-        s = _session(request)
-        source = s.load_example(name)
-    except HermesError as err:
-        return gr.skip(), _status(None, str(err)), gr.skip(), gr.skip()
+@handler(lambda s, message, name: (gr.skip(), _status(None, message), gr.skip(), gr.skip()))
+def play_example(s: Session, name: str) -> tuple:
+    source = s.load_example(name)
     choices = [q["question"] for q in source.suggestions]
     return (str(source.path), _status(s), gr.update(choices=sorted(set(choices), key=choices.index), value=None),
             [])
 
 
-def upload(path: str | None, request: gr.Request):
-    try:
-        s = _session(request)
-        if not path:
-            raise HermesError("no file was received")
-        source = s.load_file(path, name=Path(path).name, uploaded=True)
-    except HermesError as err:
-        gr.Warning(str(err))
-        message = f"That upload cannot be played: {err}. Nothing else changed."
-        return gr.skip(), _status(None, message), gr.skip(), gr.skip()
+def _upload_refused(s: Session | None, message: str, path: str | None) -> tuple:
+    gr.Warning(message)
+    status = _status(None, f"That upload cannot be played: {message}. Nothing else changed.")
+    return gr.skip(), status, gr.skip(), gr.skip()
+
+
+@handler(_upload_refused)
+def upload(s: Session, path: str | None) -> tuple:
+    if not path:
+        raise HermesError("no file was received")
+    source = s.load_file(path, name=Path(path).name, uploaded=True)
     return str(source.path), _status(s), gr.update(choices=[], value=None), []
 
 
-def tick(playhead: float, view: str, request: gr.Request):
+@handler(lambda s, message, playhead, view: [_status(None, message), *_skips()])
+def tick(s: Session, playhead: float, view: str) -> list:
     """The timer: ingest up to the player's time; redraw only when a chunk landed."""
-    try:
-        s = _session(request)
-    except HermesError as err:
-        return [str(err)] + [gr.skip()] * 5
     before = len(s.lanes[0].events)
     s.advance(playhead or 0.0)
     if len(s.lanes[0].events) == before:
-        return [_status(s)] + [gr.skip()] * 5
+        return [_status(s), *_skips()]
     return [_status(s), *_figures(s, view)]
 
 
-def redraw(view: str, request: gr.Request):
-    try:
-        s = _session(request)
-    except HermesError:
-        return _figures(None)
+@handler(lambda s, message, view: _figures(None))
+def redraw(s: Session, view: str) -> list:
     return _figures(s, view)
 
 
-def ask(question: str, request: gr.Request):
+@handler(lambda s, message, question: ((_chat_messages(s) if s else []), question, _status(s, message), gr.skip(),
+                                      *_skips()))
+def ask(s: Session, question: str) -> Iterator[tuple]:
     """Stream the answer into the chat; afterwards show where the question looked."""
-    try:
-        s = _session(request)
-        for _ in in_one_thread(s.ask(question)):
-            yield _chat_messages(s), "", _status(s), gr.skip(), *([gr.skip()] * 5)
-    except HermesError as err:
-        s = STORE.peek(request.session_hash)
-        yield (_chat_messages(s) if s else []), question, _status(s, str(err)), gr.skip(), *([gr.skip()] * 5)
-        return
+    for _ in in_one_thread(s.ask(question)):
+        yield _chat_messages(s), "", _status(s), gr.skip(), *_skips()
     yield _chat_messages(s), "", _status(s), "question", *_figures(s, "question")
 
 
-def stop(request: gr.Request) -> str:
+@handler(lambda s, message: _status(None, message))
+def stop(s: Session) -> str:
     """Stop ingesting; what is in memory stays and can still be asked about."""
-    try:
-        s = _session(request)
-    except HermesError as err:
-        return str(err)
     s.stop()
     return _status(s)
 
 
-def run_study(budget: float, request: gr.Request):
+@handler(lambda s, message, budget: (render.study_figure(None), f"**Cannot run the study:** {message}"))
+def run_study(s: Session, budget: float) -> tuple:
     """The mechanistic study on this session's stream; errors come back as text under the plot."""
-    try:
-        study = _session(request).study(int(budget))
-    except HermesError as err:
-        return render.study_figure(None), f"**Cannot run the study:** {err}"
-    return render.study_figure(study), mechanistic.reading(study)
+    study = s.study(int(budget))
+    return render.study_figure(study), reading(study)
 
 
 def health() -> dict:
@@ -198,165 +259,187 @@ def health() -> dict:
     return {"sessions": len(STORE), "max_sessions": SETTINGS.max_sessions, "rss_mb": round(process_rss_mib(), 1)}
 
 
-def webcam_frame(frame, request: gr.Request):
+@handler(lambda s, message, frame: _status(None, message))
+def webcam_frame(s: Session, frame: Any) -> str:
     if frame is None:
         return gr.skip()
-    try:
-        s = _session(request)
-        s.add_webcam_frame(frame)
-    except HermesError as err:
-        return str(err)
+    s.add_webcam_frame(frame)
     return _status(s)
 
 
-def configure(model, policy, compare, budget, chunk, fps, shallow, deep, smoothing, summary, reindex,
-              request: gr.Request):
+@handler(lambda s, message, *values: [_status(None, f"settings not applied: {message}"), [], gr.skip(), *_skips()])
+def configure(s: Session, model: str, policy: str, compare: str | None, budget: float, chunk: float, fps: float,
+              shallow: float, deep: float, smoothing: bool, summary: bool, reindex: str) -> list:
     controls = Controls(model=model, policy=policy, compare="" if compare in (None, "off") else compare,
                         budget=int(budget), chunk_frames=int(chunk), fps=float(fps), shallow_ratio=float(shallow),
                         deep_ratio=float(deep), smoothing=bool(smoothing), summary=bool(summary), reindex=reindex)
-    try:
-        s = _session(request)
-        s.configure(controls)
-    except HermesError as err:
-        return [_status(None, f"settings not applied: {err}"), [], gr.skip()] + [gr.skip()] * 5
+    s.configure(controls)
     return [_status(s), [], gr.update(visible=bool(controls.compare)), *_figures(s)]
 
 
-def telemetry(request: gr.Request) -> dict:
+@handler(lambda s, message: {"error": message})
+def telemetry(s: Session) -> dict:
     """The session's trace (events, questions, chat), JSON."""
-    try:
-        s = _session(request)
-    except HermesError as err:
-        return {"error": str(err)}
-    return {"status": s.status(), **s.trace()}
+    return _trace(s)
 
 
-def export(view: str, request: gr.Request):
-    s = _session(request)
+@handler(lambda s, message, view: gr.skip())
+def export(s: Session, view: str) -> list[str]:
     out = Path(tempfile.mkdtemp(prefix="hermes-export-"))
-    (out / "hermes-trace.json").write_text(json.dumps(telemetry(request), indent=1))
+    (out / "hermes-trace.json").write_text(json.dumps(_trace(s), indent=1))
     figs = _figures(s, view)
     html = [pio.to_html(fig, include_plotlyjs=(i == 0), full_html=False) for i, fig in enumerate(figs)]
     (out / "hermes-figures.html").write_text("<html><body>" + "\n".join(html) + "</body></html>")
     return [str(out / "hermes-trace.json"), str(out / "hermes-figures.html")]
 
 
-# ---- layout -------------------------------------------------------------------------------
-def build() -> gr.Blocks:
+# ---- layout: one function per panel; each adds its widgets to `w` ---------------------------
+def _source_panel(w: SimpleNamespace) -> None:
+    """The player, and where its video comes from (example, upload, webcam); the status line."""
     examples = list(list_examples())
-    names = policies.available()
+    w.player = gr.Video(elem_id="player", autoplay=True, interactive=False, loop=False, height=260, label="Player")
+    with gr.Tabs():
+        with gr.Tab("Examples"), gr.Row():
+            w.example = gr.Dropdown(examples, value=examples[0] if examples else None, label="Example stream", scale=3)
+            w.play_btn = gr.Button("▶ Play", variant="primary", scale=1, min_width=80)
+            w.stop_btn = gr.Button("■ Stop", scale=1, min_width=80)
+        with gr.Tab("Upload"):
+            w.upload_box = gr.File(label="Upload a video (mp4, webm, mkv, mov)", type="filepath", elem_id="upload")
+        with gr.Tab("Webcam"):
+            w.cam = gr.Image(sources=["webcam"], streaming=True, label="Webcam", height=200,
+                             webcam_options=gr.WebcamOptions(mirror=False))
+    w.status = gr.Markdown("Loading…", elem_id="status")
+
+
+def _chat_panel(w: SimpleNamespace) -> None:
+    w.chat = gr.Chatbot(label="Ask about the stream", height=260, elem_id="chat")
+    with gr.Row():
+        w.question = gr.Textbox(placeholder="e.g. what colour is the circle now ?", show_label=False, scale=4,
+                                elem_id="question", max_length=SETTINGS.max_question_chars)
+        w.ask_btn = gr.Button("Ask", scale=1, elem_id="ask")
+    w.suggestions = gr.Dropdown([], label="Suggested questions (ShapeStream: ground truth shown)",
+                                allow_custom_value=False)
+
+
+def _settings_panel(w: SimpleNamespace) -> None:
+    """The controls (app.settings.Controls), showing their defaults; Apply restarts the stream."""
+    names, d = policies.available(), DEFAULTS
+    with gr.Accordion("Engine settings (apply restarts the stream)", open=False):
+        with gr.Row():
+            w.model = gr.Dropdown(SETTINGS.models, value=d.model, label="model", info="allowlisted models only")
+            w.policy = gr.Dropdown(names, value=d.policy, label="policy", info="how each layer chooses what to keep")
+            w.compare = gr.Dropdown(["off", *names], value=d.compare or "off", label="compare with",
+                                    info="a second policy on the same stream")
+        with gr.Row():
+            w.budget = gr.Slider(16, 4096, value=d.budget, step=16, label="budget (tokens per layer)")
+            w.chunk = gr.Slider(1, 64, value=d.chunk_frames, step=1, label="chunk (frames)")
+            w.fps = gr.Slider(0.5, 10, value=d.fps, step=0.5, label="fps sampled")
+        with gr.Row():
+            w.shallow = gr.Slider(0, 1, value=d.shallow_ratio, step=0.05, label="shallow ratio",
+                                  info="layers below are shallow (keep recent)")
+            w.deep = gr.Slider(0, 1, value=d.deep_ratio, step=0.05, label="deep ratio",
+                               info="layers from here are deep (keep anchors)")
+        with gr.Row():
+            w.smoothing = gr.Checkbox(d.smoothing, label="cross-layer smoothing")
+            w.summary = gr.Checkbox(d.summary, label="summary token (deep layers)")
+            w.reindex = gr.Radio(["lazy", "eager"], value=d.reindex, label="re-index positions")
+        w.apply_btn = gr.Button("Apply")
+    w.controls = [w.model, w.policy, w.compare, w.budget, w.chunk, w.fps, w.shallow, w.deep, w.smoothing, w.summary,
+                  w.reindex]  # in the order `configure` takes them
+
+
+def _live_plots(w: SimpleNamespace) -> None:
+    """The four live panels (and the compared policy's occupancy), each with its how-to-read."""
+    with gr.Row():
+        with gr.Column():
+            w.view = gr.Radio(list(ATTENTION_VIEWS), value="global", label="attention of", elem_id="view",
+                              container=False, info="the latest pseudo-queries, or the last question")
+            att = gr.Plot(elem_id="attention", show_label=False)
+            gr.Markdown(render.READ_ME["attention"], elem_classes="readme")
+        with gr.Column():
+            occ = gr.Plot(elem_id="occupancy", show_label=False)
+            with gr.Column(visible=False) as w.compare_col:  # compare mode: the second policy's map
+                occ_b = gr.Plot(elem_id="occupancy-b", show_label=False)
+            gr.Markdown(render.READ_ME["occupancy"], elem_classes="readme")
+    with gr.Row():
+        with gr.Column():
+            mem = gr.Plot(elem_id="memory", show_label=False)
+            gr.Markdown(render.READ_ME["memory"], elem_classes="readme")
+        with gr.Column():
+            lat = gr.Plot(elem_id="latency", show_label=False)
+            gr.Markdown(render.READ_ME["latency"], elem_classes="readme")
+    w.plots = [att, occ, occ_b, mem, lat]  # the order of _figures
+
+
+def _export_panel(w: SimpleNamespace) -> None:
+    with gr.Accordion("Export and help", open=False):
+        with gr.Row():
+            w.export_btn = gr.Button("Export trace + figures")
+            w.files = gr.File(label="downloads", file_count="multiple")
+        gr.Markdown(SETTINGS.help_text())
+        w.api_json = gr.JSON(visible=False)
+
+
+def _study_tab(w: SimpleNamespace) -> None:
+    """The mechanistic study on this session's stream, then the committed figures of analysis/."""
+    gr.Markdown("The paper's studies, reproduced by the scripts in `analysis/` (`make figures` "
+                "regenerates them all). First, the mechanistic study on **this session's stream**: "
+                "a FIFO cache of the budget below; where did each layer's question attention fall?")
+    with gr.Row():
+        w.study_budget = gr.Slider(16, 4096, value=DEFAULTS.budget, step=16, label="FIFO budget (tokens per layer)",
+                                   scale=3)
+        w.study_btn = gr.Button("Run on this stream", elem_id="study-run", scale=1)
+    w.study_plot = gr.Plot(elem_id="study-plot", show_label=False)
+    w.study_text = gr.Markdown(render.READ_ME["study"], elem_id="study-reading")
+    for fig in committed():
+        gr.Markdown(f"### {fig.title}")
+        if fig.png is not None:
+            gr.Image(str(fig.png), show_label=False, interactive=False, elem_id=f"study-{fig.name}")
+        with gr.Accordion("numbers and reading", open=fig.png is None):
+            gr.Markdown(fig.notes)
+
+
+def _wire(demo: gr.Blocks, w: SimpleNamespace) -> None:
+    """Every event: which handler, its inputs and outputs, and its API name."""
+    plots = w.plots
+    source_out = [w.player, w.status, w.suggestions, w.chat]
+    demo.load(on_load, None, [w.status, *plots], api_visibility="private")
+    demo.unload(on_unload)
+    w.play_btn.click(play_example, [w.example], source_out, api_name="play_example")
+    w.stop_btn.click(stop, None, [w.status], api_name="stop").then(None, None, None, js=PAUSE_JS)
+    w.upload_box.upload(upload, [w.upload_box], source_out, api_name="upload")
+    w.timer.tick(tick, [w.playhead, w.view], [w.status, *plots], js=PLAYHEAD_JS, api_name="tick",
+                 show_progress="hidden", concurrency_limit=None)
+    w.view.change(redraw, [w.view], plots, api_visibility="private", show_progress="hidden")
+    w.suggestions.change(lambda q: q or gr.skip(), [w.suggestions], [w.question], api_visibility="private")
+    gr.on([w.ask_btn.click, w.question.submit], ask, [w.question], [w.chat, w.question, w.status, w.view, *plots],
+          api_name="ask", show_progress="minimal", show_progress_on=[w.chat])
+    w.cam.stream(webcam_frame, [w.cam], [w.status], stream_every=0.5, api_visibility="private")
+    w.apply_btn.click(configure, w.controls, [w.status, w.chat, w.compare_col, *plots], api_name="configure").then(
+        None, None, None, js=RESTART_JS)
+    w.export_btn.click(export, [w.view], [w.files], api_name="export")
+    w.study_btn.click(run_study, [w.study_budget], [w.study_plot, w.study_text], api_name="study")
+    gr.Button(visible=False).click(telemetry, None, [w.api_json], api_name="telemetry")
+    gr.Button(visible=False).click(health, None, [w.api_json], api_name="health")
+
+
+def build() -> gr.Blocks:
+    w = SimpleNamespace()  # the widgets, by name, for _wire
     with gr.Blocks(title="HERMES Studio", delete_cache=(600, 3600)) as demo:
         gr.Markdown("## HERMES Studio — watch a video stream into a layered KV-cache memory, then ask it")
         with gr.Tabs(elem_id="main-tabs"):
             with gr.Tab("Live", elem_id="live-tab"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=4, min_width=360):
-                        player = gr.Video(elem_id="player", autoplay=True, interactive=False, loop=False, height=260,
-                                          label="Player")
-                        with gr.Tabs():
-                            with gr.Tab("Examples"), gr.Row():
-                                example = gr.Dropdown(examples, value=examples[0] if examples else None,
-                                                      label="Example stream", scale=3)
-                                play_btn = gr.Button("▶ Play", variant="primary", scale=1, min_width=80)
-                                stop_btn = gr.Button("■ Stop", scale=1, min_width=80)
-                            with gr.Tab("Upload"):
-                                upload_box = gr.File(label="Upload a video (mp4, webm, mkv, mov)", type="filepath",
-                                                     elem_id="upload")
-                            with gr.Tab("Webcam"):
-                                cam = gr.Image(sources=["webcam"], streaming=True, label="Webcam", height=200,
-                                               webcam_options=gr.WebcamOptions(mirror=False))
-                        status = gr.Markdown("Loading…", elem_id="status")
+                        _source_panel(w)
                     with gr.Column(scale=5, min_width=420):
-                        chat = gr.Chatbot(label="Ask about the stream", height=260, elem_id="chat")
-                        with gr.Row():
-                            question = gr.Textbox(placeholder="e.g. what colour is the circle now ?", show_label=False,
-                                                  scale=4, elem_id="question", max_length=SETTINGS.max_question_chars)
-                            ask_btn = gr.Button("Ask", scale=1, elem_id="ask")
-                        suggestions = gr.Dropdown([], label="Suggested questions (ShapeStream: ground truth shown)",
-                                                  allow_custom_value=False)
-                        with gr.Accordion("Engine settings (apply restarts the stream)", open=False):
-                            with gr.Row():
-                                model = gr.Dropdown(SETTINGS.models, value=SETTINGS.models[0], label="model",
-                                                    info="allowlisted models only")
-                                policy = gr.Dropdown(names, value="hermes", label="policy",
-                                                     info="how each layer chooses what to keep")
-                                compare = gr.Dropdown(["off", *names], value="off", label="compare with",
-                                                      info="a second policy on the same stream")
-                            with gr.Row():
-                                budget = gr.Slider(16, 4096, value=256, step=16, label="budget (tokens per layer)")
-                                chunk = gr.Slider(1, 64, value=16, step=1, label="chunk (frames)")
-                                fps = gr.Slider(0.5, 10, value=2.0, step=0.5, label="fps sampled")
-                            with gr.Row():
-                                shallow = gr.Slider(0, 1, value=0.1, step=0.05, label="shallow ratio",
-                                                    info="layers below are shallow (keep recent)")
-                                deep = gr.Slider(0, 1, value=0.7, step=0.05, label="deep ratio",
-                                                 info="layers from here are deep (keep anchors)")
-                            with gr.Row():
-                                smoothing = gr.Checkbox(True, label="cross-layer smoothing")
-                                summary = gr.Checkbox(True, label="summary token (deep layers)")
-                                reindex = gr.Radio(["lazy", "eager"], value="lazy", label="re-index positions")
-                            apply_btn = gr.Button("Apply")
-                with gr.Row():
-                    with gr.Column():
-                        view = gr.Radio(list(ATTENTION_VIEWS), value="global", label="attention of", elem_id="view",
-                                        container=False, info="the latest pseudo-queries, or the last question")
-                        att_plot = gr.Plot(elem_id="attention", show_label=False)
-                        gr.Markdown(render.READ_ME["attention"], elem_classes="readme")
-                    with gr.Column():
-                        occ_plot = gr.Plot(elem_id="occupancy", show_label=False)
-                        with gr.Column(visible=False) as compare_col:  # compare mode: the second policy's map
-                            occ_b_plot = gr.Plot(elem_id="occupancy-b", show_label=False)
-                        gr.Markdown(render.READ_ME["occupancy"], elem_classes="readme")
-                with gr.Row():
-                    with gr.Column():
-                        mem_plot = gr.Plot(elem_id="memory", show_label=False)
-                        gr.Markdown(render.READ_ME["memory"], elem_classes="readme")
-                    with gr.Column():
-                        lat_plot = gr.Plot(elem_id="latency", show_label=False)
-                        gr.Markdown(render.READ_ME["latency"], elem_classes="readme")
-                with gr.Accordion("Export and help", open=False):
-                    with gr.Row():
-                        export_btn = gr.Button("Export trace + figures")
-                        files = gr.File(label="downloads", file_count="multiple")
-                    gr.Markdown(SETTINGS.help_text())
-                    api_json = gr.JSON(visible=False)
+                        _chat_panel(w)
+                        _settings_panel(w)
+                _live_plots(w)
+                _export_panel(w)
             with gr.Tab("Study", elem_id="study-tab"):
-                gr.Markdown("The paper's studies, reproduced by the scripts in `analysis/` (`make figures` "
-                            "regenerates them all). First, the mechanistic study on **this session's stream**: "
-                            "a FIFO cache of the budget below; where did each layer's question attention fall?")
-                with gr.Row():
-                    study_budget = gr.Slider(16, 4096, value=256, step=16, label="FIFO budget (tokens per layer)",
-                                             scale=3)
-                    study_btn = gr.Button("Run on this stream", elem_id="study-run", scale=1)
-                study_plot = gr.Plot(elem_id="study-plot", show_label=False)
-                study_text = gr.Markdown(render.READ_ME["study"], elem_id="study-reading")
-                for fig in committed():
-                    gr.Markdown(f"### {fig.title}")
-                    if fig.png is not None:
-                        gr.Image(str(fig.png), show_label=False, interactive=False, elem_id=f"study-{fig.name}")
-                    with gr.Accordion("numbers and reading", open=fig.png is None):
-                        gr.Markdown(fig.notes)
-        playhead = gr.Number(0.0, visible=False)
-        timer = gr.Timer(SETTINGS.tick_s)
-
-        plots = [att_plot, occ_plot, occ_b_plot, mem_plot, lat_plot]
-        demo.load(on_load, None, [status, *plots], api_visibility="private")
-        demo.unload(on_unload)
-        play_btn.click(play_example, [example], [player, status, suggestions, chat], api_name="play_example")
-        stop_btn.click(stop, None, [status], api_name="stop").then(None, None, None, js=PAUSE_JS)
-        upload_box.upload(upload, [upload_box], [player, status, suggestions, chat], api_name="upload")
-        timer.tick(tick, [playhead, view], [status, *plots], js=PLAYHEAD_JS, api_name="tick",
-                   show_progress="hidden", concurrency_limit=None)
-        view.change(redraw, [view], plots, api_visibility="private", show_progress="hidden")
-        suggestions.change(lambda q: q or gr.skip(), [suggestions], [question], api_visibility="private")
-        gr.on([ask_btn.click, question.submit], ask, [question], [chat, question, status, view, *plots],
-              api_name="ask", show_progress="minimal", show_progress_on=[chat])
-        cam.stream(webcam_frame, [cam], [status], stream_every=0.5, api_visibility="private")
-        apply_btn.click(configure, [model, policy, compare, budget, chunk, fps, shallow, deep, smoothing, summary,
-                                    reindex], [status, chat, compare_col, *plots], api_name="configure").then(
-            None, None, None, js=RESTART_JS)
-        export_btn.click(export, [view], [files], api_name="export")
-        study_btn.click(run_study, [study_budget], [study_plot, study_text], api_name="study")
-        gr.Button(visible=False).click(telemetry, None, [api_json], api_name="telemetry")
-        gr.Button(visible=False).click(health, None, [api_json], api_name="health")
+                _study_tab(w)
+        w.playhead = gr.Number(0.0, visible=False)
+        w.timer = gr.Timer(SETTINGS.tick_s)
+        _wire(demo, w)
     return demo

@@ -31,6 +31,8 @@ from transformers import (
 )
 
 from hermes.attention import ATTENTION_NAME
+from hermes.cache import NEWLINE
+from hermes.cache import VIDEO as VIDEO_KIND
 from hermes.errors import HermesError
 from hermes.tokenizer import VIDEO, build_tokenizer
 
@@ -198,6 +200,16 @@ class Backbone:
         )
         return out.pooler_output
 
+    def chunk_layout(self, first_frame: int, n_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source frame and kind of each token ``encode_pixels`` returns for n frames starting
+        at stream frame `first_frame`: (n * tokens_per_frame + 1,) each; the newline counts
+        as the chunk's last frame."""
+        tpf = self.tokens_per_frame
+        frames = torch.cat([torch.arange(first_frame, first_frame + n_frames).repeat_interleave(tpf),
+                            torch.tensor([first_frame + n_frames - 1])])
+        kinds = torch.cat([torch.full((n_frames * tpf,), VIDEO_KIND), torch.tensor([NEWLINE])])
+        return frames, kinds
+
     @torch.no_grad()
     def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (T, H, W, 3) -> (1, T * tokens_per_frame + 1, D), no gradients."""
@@ -294,7 +306,7 @@ def load_backbone(model: str = "hermes-tiny", *, device: str = "cpu", dtype: tor
         if not (directory / "config.json").is_file():
             raise HermesError(
                 f"the bundled model {model!r} is not in {directory}; train it with "
-                "`python -m hermes.train_tiny`, or use model='random-tiny'"
+                "`python -m tiny.train`, or use model='random-tiny'"
             )
         source = str(directory)
     else:

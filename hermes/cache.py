@@ -1,21 +1,30 @@
-"""The hierarchical KV cache: one object per decoder layer, each with its own tokens.
+"""The hierarchical KV cache: one object per decoder layer, each owning its tokens.
 
-Every layer stores, for each cached token: key and value (post-RoPE, as the model wrote
-them), RoPE position, source frame index (-1 for text) and kind (prefix / video /
-newline / summary / text), and the attention it has received so far (``acc``, summed
-over recorded queries; what H2O ranks by). Layers may diverge in length and positions: eviction is per
-layer, and the attention function (hermes.attention) masks each layer on its own.
+Every layer (``HermesLayer``) stores, for each cached token: key and value (post-RoPE, as
+the model wrote them), RoPE position, source frame index (-1 for text) and kind (prefix /
+video / newline / summary / text), and the attention it has received so far (``acc``,
+summed over recorded queries; what H2O ranks by). Layers diverge in length and positions:
+eviction is per layer, and the attention function (hermes.attention) masks each layer on
+its own. The operations on a layer's tokens are its methods: ``evictable_index``, ``keep``,
+``fold`` (tokens -> one summary token), ``set_positions`` / ``compact`` (re-index with key
+re-rotation), ``gather`` (a copy of some tokens), and transformers' ``crop(-n)`` / ``reset``,
+which keep the metadata in step with the keys.
 
-A forward writes through ``Cache.update`` (transformers' interface). Token metadata for
-the tokens about to be written is staged first:
+``HermesCache`` fans out over the layers and owns the stream's positions: the prefix
+length, the next position new tokens take, room checks and re-indexing. A forward writes
+through ``Cache.update`` (transformers' interface); the metadata of the tokens about to be
+written is staged first:
 
-    with cache.staged(positions, frames, kinds):          # write the new tokens
+    positions = cache.next_positions(n)
+    with cache.staged(positions, frames, kinds):               # write the new tokens
         lm(inputs_embeds=..., past_key_values=cache, ...)
+    cache.advance(n)                                           # they are part of the stream now
     with cache.staged(positions, frames, kinds, write=False):  # read-only (pseudo-queries)
         ...
+    with cache.scratch():                                      # questions: removed again on exit
+        ...
 
-Edit operations: ``keep`` (per layer), ``fold`` (evicted tokens -> one summary token),
-``set_positions`` (re-index with key re-rotation), ``crop``, ``nbytes``.
+Batch size is 1: the batch and beam operations of transformers' ``Cache`` raise.
 """
 
 from __future__ import annotations
@@ -27,12 +36,15 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from hermes.errors import HermesError
+
 # Token kinds.
 PREFIX, VIDEO, NEWLINE, SUMMARY, TEXT = 0, 1, 2, 3, 4
 EVICTABLE_KINDS = (VIDEO, NEWLINE, SUMMARY)
 
 HEADROOM = 256  # spare slots kept after each layer's tokens (question + answer fit without a copy)
 RotateFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (keys, delta positions) -> keys
+META_FIELDS = ("positions", "frames", "kinds", "acc")  # per-token metadata every layer keeps in step
 
 
 @dataclass
@@ -48,7 +60,8 @@ class TokenMeta:
         return torch.zeros(self.positions.shape, dtype=torch.float32)
 
 
-META_FIELDS = ("positions", "frames", "kinds", "acc")  # per-token metadata every layer keeps in step
+def _single_batch(operation: str) -> HermesError:
+    return HermesError(f"HermesCache holds one stream (batch size 1): {operation} is not supported")
 
 
 class HermesLayer(DynamicLayer):
@@ -58,8 +71,14 @@ class HermesLayer(DynamicLayer):
     and decoding an answer copy nothing, and cropping them off is only a length change:
     ``keys`` / ``values`` are views of the first n slots."""
 
-    def __init__(self) -> None:
+    def __init__(self, rotate: RotateFn) -> None:
         super().__init__()
+        self.rotate = rotate
+        self._clear()
+
+    def _clear(self) -> None:
+        self._k = self._v = None
+        self.is_initialized = False
         self.positions = torch.zeros(0, dtype=torch.long)
         self.frames = torch.zeros(0, dtype=torch.long)
         self.kinds = torch.zeros(0, dtype=torch.int8)
@@ -84,23 +103,15 @@ class HermesLayer(DynamicLayer):
     def values(self, value: torch.Tensor | None) -> None:
         self._v = value
 
+    def __len__(self) -> int:
+        return int(self.positions.numel())
+
+    # ---- transformers' layer contract ---------------------------------------------------
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.dtype, self.device = key_states.dtype, key_states.device
         self._k = key_states.new_empty((*key_states.shape[:2], 0, key_states.shape[-1]))
         self._v = value_states.new_empty((*value_states.shape[:2], 0, value_states.shape[-1]))
         self.is_initialized = True
-
-    def _reserve(self, needed: int) -> None:
-        """Make room for `needed` tokens, with headroom so questions fit without copying."""
-        if self._k.shape[-2] >= needed:
-            return
-        n = len(self)
-        capacity = needed + max(needed // 4, HEADROOM)
-        for name in ("_k", "_v"):
-            old = getattr(self, name)
-            new = old.new_empty((*old.shape[:2], capacity, old.shape[-1]))
-            new[..., :n, :] = old[..., :n, :]
-            setattr(self, name, new)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,21 +131,59 @@ class HermesLayer(DynamicLayer):
                 setattr(self, name, torch.cat([getattr(self, name), getattr(meta, name)]))
         return keys, values
 
-    def __len__(self) -> int:
-        return int(self.positions.numel())
+    def crop(self, tokens_to_remove: int) -> None:
+        """transformers' meaning: a negative number drops that many of the newest tokens."""
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative number of tokens to remove, got {tokens_to_remove}")
+        self.truncate(max(0, len(self) + tokens_to_remove))
 
+    def reset(self) -> None:
+        """Drop every token and its metadata."""
+        self._clear()
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        raise _single_batch("reorder_cache (beam search)")
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        raise _single_batch("batch_repeat_interleave")
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        raise _single_batch("batch_select_indices")
+
+    # ---- reading ------------------------------------------------------------------------
     def meta(self, index: torch.Tensor | slice) -> dict[str, torch.Tensor]:
         """Per-token metadata of the tokens at `index`."""
         return {name: getattr(self, name)[index] for name in META_FIELDS}
 
-    def select(self, index: torch.Tensor) -> None:
-        """Keep the tokens at `index` (long, in the order given), compacted in place at the
-        front of the buffers (no new buffer: steady-state eviction allocates nothing big)."""
-        m, device_index = len(index), index.to(self.device)
-        self._k[..., :m, :] = self._k[..., device_index, :]  # indexing copies first, so overlap is safe
-        self._v[..., :m, :] = self._v[..., device_index, :]
-        for name, value in self.meta(index).items():
-            setattr(self, name, value)
+    def evictable_index(self) -> torch.Tensor:
+        """(m,) indices of the video / newline / summary tokens, cache order."""
+        return torch.isin(self.kinds, torch.tensor(EVICTABLE_KINDS, dtype=torch.int8)).nonzero().flatten()
+
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.values.nbytes if self.is_initialized else 0
+
+    def gather(self, index: torch.Tensor) -> HermesLayer:
+        """A new layer holding copies of the tokens at `index` (long, cache order)."""
+        layer = HermesLayer(self.rotate)
+        if self.is_initialized:
+            layer.dtype, layer.device, layer.is_initialized = self.dtype, self.device, True
+            device_index = index.to(self.device)
+            layer.set_tokens(self.keys[..., device_index, :].clone(), self.values[..., device_index, :].clone(),
+                             {name: value.clone() for name, value in self.meta(index).items()})
+        return layer
+
+    # ---- editing ------------------------------------------------------------------------
+    def _reserve(self, needed: int) -> None:
+        """Make room for `needed` tokens, with headroom so questions fit without copying."""
+        if self._k.shape[-2] >= needed:
+            return
+        n = len(self)
+        capacity = needed + max(needed // 4, HEADROOM)
+        for name in ("_k", "_v"):
+            old = getattr(self, name)
+            new = old.new_empty((*old.shape[:2], capacity, old.shape[-1]))
+            new[..., :n, :] = old[..., :n, :]
+            setattr(self, name, new)
 
     def set_tokens(self, keys: torch.Tensor, values: torch.Tensor, meta: dict[str, torch.Tensor]) -> None:
         """Replace the layer's content: keys/values (1, KV, n, Dh), metadata (n,) by field name."""
@@ -144,17 +193,134 @@ class HermesLayer(DynamicLayer):
         self._reserve(len(self) + HEADROOM // 2)
 
     def truncate(self, n: int) -> None:
-        """Drop the newest tokens past n: a length change, the buffers stay."""
+        """Keep the oldest n tokens: a length change, the buffers stay."""
         for name, value in self.meta(slice(0, n)).items():
             setattr(self, name, value)
 
+    def keep(self, index: torch.Tensor) -> None:
+        """Keep only the tokens at `index` (sorted to cache order), compacted in place at the
+        front of the buffers (no new buffer: steady-state eviction allocates nothing big)."""
+        index = torch.sort(index.long()).values
+        m, device_index = len(index), index.to(self.device)
+        self._k[..., :m, :] = self._k[..., device_index, :]  # indexing copies first, so overlap is safe
+        self._v[..., :m, :] = self._v[..., device_index, :]
+        for name, value in self.meta(index).items():
+            setattr(self, name, value)
+
+    def fold(self, index: torch.Tensor) -> None:
+        """Replace the tokens at `index` by one summary token.
+
+        The summary sits at the smallest position among them; each folded key is re-rotated
+        to that position, then keys and values are averaged (the attention they received is
+        summed). Tokens stay in position order."""
+        index = torch.sort(index.long()).values
+        if index.numel() == 0:
+            return
+        positions = self.positions[index]
+        target = positions.min()
+        summary_k = self.rotate(self.keys[..., index, :], target - positions).mean(dim=-2, keepdim=True)
+        summary_v = self.values[..., index, :].mean(dim=-2, keepdim=True)
+        rest = torch.ones(len(self), dtype=torch.bool)
+        rest[index] = False
+        before = (rest & (self.positions < target)).nonzero().flatten()
+        after = (rest & (self.positions > target)).nonzero().flatten()
+        summary = {"positions": target.view(1), "frames": torch.tensor([-1]),
+                   "kinds": torch.tensor([SUMMARY], dtype=torch.int8), "acc": self.acc[index].sum().view(1)}
+        parts = [self.meta(before), summary, self.meta(after)]
+        self.set_tokens(
+            torch.cat([self.keys[..., before, :], summary_k, self.keys[..., after, :]], dim=-2),
+            torch.cat([self.values[..., before, :], summary_v, self.values[..., after, :]], dim=-2),
+            {name: torch.cat([part[name] for part in parts]) for name in META_FIELDS},
+        )
+
+    def add_attention(self, received: torch.Tensor) -> None:
+        """Add (n,) attention the tokens received from new queries to ``acc``."""
+        self.acc = self.acc + received[: len(self)]
+
+    def set_positions(self, positions: torch.Tensor) -> None:
+        """Give the tokens new RoPE positions (n,), re-rotating keys by (new - old)."""
+        positions = positions.long()
+        delta = positions - self.positions
+        if bool((delta != 0).any()):
+            self._k[..., : len(self), :] = self.rotate(self.keys, delta)
+        self.positions = positions
+
+    def compact(self, end: int) -> None:
+        """Re-index: prefix tokens keep their positions, the others get consecutive
+        positions ending at end - 1 (so new tokens at `end` follow on)."""
+        positions = self.positions.clone()
+        rest = (self.kinds != PREFIX).nonzero().flatten()
+        positions[rest] = torch.arange(end - rest.numel(), end, dtype=torch.long)
+        self.set_positions(positions)
+
+
+@dataclass(frozen=True)
+class CacheMark:
+    """Where the cache stood: tokens per layer and the next position (see ``HermesCache.mark``)."""
+
+    lengths: tuple[int, ...]
+    next_position: int
+
 
 class HermesCache(Cache):
-    """Per-layer KV cache with positions, frames and kinds; see the module docstring."""
+    """Per-layer KV cache that owns the stream's positions; see the module docstring."""
 
     def __init__(self, n_layers: int, rotate: RotateFn) -> None:
-        super().__init__(layers=[HermesLayer() for _ in range(n_layers)])
+        super().__init__(layers=[HermesLayer(rotate) for _ in range(n_layers)])
         self.rotate = rotate
+        self._next_position = 0
+
+    # ---- positions ----------------------------------------------------------------------
+    @property
+    def next_position(self) -> int:
+        """The position the next token of the stream takes."""
+        return self._next_position
+
+    @property
+    def prefix_length(self) -> int:
+        """Prefix tokens (never evicted), the same in every layer."""
+        return int((self.layers[0].kinds == PREFIX).sum())
+
+    def next_positions(self, n: int) -> torch.Tensor:
+        """(n,) positions of n tokens placed after the stream."""
+        return self._next_position + torch.arange(n)
+
+    def advance(self, n: int) -> None:
+        """The n tokens just written at ``next_positions(n)`` are part of the stream now."""
+        self._next_position += n
+
+    def room_for(self, n: int, max_positions: int) -> bool:
+        """Whether n more tokens (and one question token) fit within the model's positions."""
+        return self._next_position + n + 1 <= max_positions
+
+    def make_room(self, n: int, max_positions: int) -> None:
+        """Re-index if n tokens would run past the model's positions; refuse (before touching
+        anything) when even that is not enough."""
+        if not self.room_for(n, max_positions):
+            self.compact_all()
+        if not self.room_for(n, max_positions):
+            raise HermesError(
+                f"the cache holds {max(self.evictable_lengths())} video tokens and cannot take {n} more within "
+                f"the model's {max_positions} positions; use a policy that evicts, with a budget")
+
+    def reindex(self, eager: bool, limit: int) -> None:
+        """Compact every layer when `eager`, or once the next position is past `limit` (lazy)."""
+        if eager or self._next_position > limit:
+            self.compact_all()
+
+    def compact_all(self) -> None:
+        """Give every layer consecutive positions after the prefix, ending at a common end."""
+        end = self.prefix_length + max(self.evictable_lengths())
+        for layer in self.layers:
+            layer.compact(end)
+        self._next_position = end
+
+    def shift(self, delta: int) -> None:
+        """Move every token of every layer, and the stream's next position, by `delta`
+        positions (keys re-rotated). RoPE is relative: answers do not change."""
+        for layer in self.layers:
+            layer.set_positions(layer.positions + delta)
+        self._next_position += delta
 
     # ---- writing ------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -170,82 +336,51 @@ class HermesCache(Cache):
             for layer in self.layers:
                 layer.pending, layer.write = None, True
 
+    def mark(self) -> CacheMark:
+        return CacheMark(tuple(self.lengths()), self._next_position)
+
+    def rewind(self, mark: CacheMark) -> None:
+        """Back to `mark`: each layer cut to its length then, the next position restored."""
+        for layer, n in zip(self.layers, mark.lengths, strict=True):
+            layer.truncate(n)
+        self._next_position = mark.next_position
+
+    @contextlib.contextmanager
+    def scratch(self) -> Iterator[None]:
+        """Whatever is written inside (a question and its answer) is gone on exit."""
+        mark = self.mark()
+        try:
+            yield
+        finally:
+            self.rewind(mark)
+
+    def reset(self) -> None:
+        super().reset()
+        self._next_position = 0
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        raise _single_batch("reorder_cache (beam search)")
+
     # ---- reading ------------------------------------------------------------------------
     def lengths(self) -> list[int]:
         """Tokens per layer (all kinds)."""
         return [len(layer) for layer in self.layers]
 
-    def evictable_index(self, layer_idx: int) -> torch.Tensor:
-        """Indices of a layer's video / newline / summary tokens, cache order."""
-        kinds = self.layers[layer_idx].kinds
-        mask = torch.zeros_like(kinds, dtype=torch.bool)
-        for kind in EVICTABLE_KINDS:
-            mask |= kinds == kind
-        return mask.nonzero().flatten()
-
     def evictable_lengths(self) -> list[int]:
-        return [int(self.evictable_index(i).numel()) for i in range(len(self.layers))]
+        return [int(layer.evictable_index().numel()) for layer in self.layers]
 
     def max_position(self) -> int:
         return max((int(layer.positions.max()) for layer in self.layers if len(layer)), default=-1)
 
     def nbytes(self) -> int:
         """Bytes held by keys and values over all layers."""
-        return sum(layer.keys.nbytes + layer.values.nbytes for layer in self.layers if layer.is_initialized)
+        return sum(layer.nbytes() for layer in self.layers)
 
-    # ---- editing ------------------------------------------------------------------------
-    def keep(self, layer_idx: int, index: torch.Tensor) -> None:
-        """Keep only the tokens at `index` in one layer (sorted to cache order)."""
-        self.layers[layer_idx].select(torch.sort(index.long()).values)
-
-    def fold(self, layer_idx: int, index: torch.Tensor) -> None:
-        """Replace the tokens at `index` by one summary token.
-
-        The summary sits at the smallest position among them; each folded key is re-rotated
-        to that position, then keys and values are averaged (the attention they received is
-        summed). Tokens stay in position order."""
-        layer = self.layers[layer_idx]
-        index = torch.sort(index.long()).values
-        if index.numel() == 0:
-            return
-        positions = layer.positions[index]
-        target = positions.min()
-        keys = self.rotate(layer.keys[..., index, :], target - positions)  # (1, KV, m, Dh)
-        summary_k = keys.mean(dim=-2, keepdim=True)
-        summary_v = layer.values[..., index, :].mean(dim=-2, keepdim=True)
-        rest = torch.ones(len(layer), dtype=torch.bool)
-        rest[index] = False
-        before = (rest & (layer.positions < target)).nonzero().flatten()
-        after = (rest & (layer.positions > target)).nonzero().flatten()
-        summary = {"positions": target.view(1), "frames": torch.tensor([-1]),
-                   "kinds": torch.tensor([SUMMARY], dtype=torch.int8), "acc": layer.acc[index].sum().view(1)}
-        parts = [layer.meta(before), summary, layer.meta(after)]
-        layer.set_tokens(
-            torch.cat([layer.keys[..., before, :], summary_k, layer.keys[..., after, :]], dim=-2),
-            torch.cat([layer.values[..., before, :], summary_v, layer.values[..., after, :]], dim=-2),
-            {name: torch.cat([part[name] for part in parts]) for name in META_FIELDS},
-        )
-
-    def set_positions(self, layer_idx: int, positions: torch.Tensor) -> None:
-        """Give a layer's tokens new RoPE positions, re-rotating keys by (new - old)."""
-        layer = self.layers[layer_idx]
-        positions = positions.long()
-        delta = positions - layer.positions
-        if bool((delta != 0).any()):
-            n = len(layer)
-            layer._k[..., :n, :] = self.rotate(layer.keys, delta)
-        layer.positions = positions
-
-    def compact(self, layer_idx: int, end: int) -> None:
-        """Re-index one layer: prefix tokens keep their positions, the others get
-        consecutive positions ending at end - 1 (so new tokens at `end` follow on)."""
-        layer = self.layers[layer_idx]
-        positions = layer.positions.clone()
-        rest = (layer.kinds != PREFIX).nonzero().flatten()
-        positions[rest] = torch.arange(end - rest.numel(), end, dtype=torch.long)
-        self.set_positions(layer_idx, positions)
-
-    def crop(self, lengths: list[int]) -> None:
-        """Cut each layer back to the given length (drops the newest tokens)."""
-        for layer, n in zip(self.layers, lengths, strict=True):
-            layer.truncate(n)
+    def gather(self, indices: list[torch.Tensor] | None = None) -> HermesCache:
+        """A new cache holding copies of every layer's tokens (or those at ``indices[l]``),
+        with the same next position."""
+        out = HermesCache(len(self.layers), self.rotate)
+        out.layers = [layer.gather(torch.arange(len(layer)) if indices is None else idx.long())
+                      for layer, idx in zip(self.layers, indices or [None] * len(self.layers), strict=True)]
+        out._next_position = self._next_position
+        return out

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hermes.synthetic import generate
+from hermes.shapestream import generate
 from hermes.video import write_video
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}

@@ -8,14 +8,22 @@ attention mass the pseudo-query `name` put on frame ``frame_ids[j]`` in that lay
     events = engine.ingest(frames, timestamps)
     events[-1].kept          # (L, F) tokens of each frame each layer kept
     events[-1].to_dict()     # JSON-ready
+
+The helpers that turn the cache into these per-frame views (``frames_present``,
+``pool_layers``, ``keep_map``) and the ``Stopwatch`` that fills ``timings`` live here too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from hermes.cache import SUMMARY, HermesCache
 
 
 def process_rss_mib() -> float:
@@ -51,6 +59,58 @@ def pool_per_frame(values: np.ndarray, frames: np.ndarray, frame_ids: np.ndarray
     hit = (slot < len(frame_ids)) & (frame_ids[np.minimum(slot, len(frame_ids) - 1)] == frames)
     np.add.at(out, slot[hit], values[hit])
     return out
+
+
+def frames_present(cache: HermesCache) -> np.ndarray:
+    """(F,) sorted frame indices held by any layer."""
+    frames = np.concatenate([layer.frames.numpy() for layer in cache.layers])
+    return np.unique(frames[frames >= 0])
+
+
+def pool_layers(cache: HermesCache, per_layer: Sequence[np.ndarray], frame_ids: np.ndarray) -> np.ndarray:
+    """Per-layer (len(layer),) token values -> (L, F) per-frame sums."""
+    return np.stack([pool_per_frame(values, layer.frames.numpy(), frame_ids)
+                     for values, layer in zip(per_layer, cache.layers, strict=True)])
+
+
+def keep_map(cache: HermesCache, frame_ids: np.ndarray) -> np.ndarray:
+    """(L, F) tokens of each frame each layer holds."""
+    return pool_layers(cache, [np.ones(len(layer)) for layer in cache.layers], frame_ids).astype(np.int64)
+
+
+def cache_attention(cache: HermesCache, attention: list[np.ndarray]) -> CacheAttention:
+    """Per-layer token attention with the frames, kinds and positions of those tokens."""
+    layers = cache.layers
+    return CacheAttention(attention=attention, frames=[layer.frames.numpy().copy() for layer in layers],
+                          kinds=[layer.kinds.numpy().astype(np.int64) for layer in layers],
+                          positions=[layer.positions.numpy().copy() for layer in layers])
+
+
+def cache_summary(cache: HermesCache) -> dict:
+    """The ChunkEvent fields read off the cache after eviction."""
+    return {"cache_lengths": np.array(cache.evictable_lengths()),
+            "summary": np.array([int((layer.kinds == SUMMARY).sum()) for layer in cache.layers]),
+            "kv_bytes": cache.nbytes(), "max_position": cache.max_position()}
+
+
+class Stopwatch:
+    """Seconds per named stage, summed over laps: ``with watch.lap("encode"): ...``."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def lap(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.laps[name] = self.laps.get(name, 0.0) + time.perf_counter() - start
+
+    def timings(self, stages: Sequence[str]) -> dict[str, float]:
+        """The laps of `stages` (0 for a stage that did not run) and their "total"."""
+        out = {name: self.laps.get(name, 0.0) for name in stages}
+        return {**out, "total": sum(out.values())}
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The accuracy script's unified streaming-benchmark path, on a tiny made-up file."""
+"""The accuracy script's unified streaming-benchmark path, on a tiny made-up file, and its
+grading: the one rule (hermes.shapestream.grade) the app's check mark uses too."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import json
 import pytest
 
 from analysis import accuracy
-from hermes import HermesError
-from hermes.synthetic import generate
+from hermes import HermesError, shapestream
+from hermes.shapestream import generate
 from hermes.video import write_video
 
 
@@ -63,3 +64,15 @@ def test_benchmark_loader_names_what_is_missing(tmp_path, broken, message):
 ])
 def test_answer_matching(conv, said, ok):
     assert accuracy.correct(conv, said) is ok
+
+
+def test_the_app_check_mark_and_the_accuracy_study_grade_with_the_same_function():
+    """By construction: the study, the benchmark mode, the soak, the benchmarks and the app's
+    ✓/✗ all call hermes.shapestream.grade, so a reply the study counts right gets a ✓."""
+    pytest.importorskip("gradio")
+    from analysis import bench_hermes_tiny, soak
+    from app import ui
+
+    for module in (accuracy, ui, soak, bench_hermes_tiny):
+        assert module.grade is shapestream.grade, module.__name__
+    assert accuracy.correct({"answer": "Red"}, "red.") is shapestream.grade("red.", "Red")

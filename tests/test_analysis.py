@@ -5,6 +5,7 @@ that must merge into the single-process table."""
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import os
 import subprocess
@@ -14,14 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis import ablations, efficiency, mechanistic, tiny_diagnostics
-from analysis.mechanistic import distance_edges, distance_profile, layer_summary
+from analysis import ablations, common, efficiency, mechanistic
 from app.study import committed, notes_of
 from hermes.cache import NEWLINE, PREFIX, VIDEO
+from hermes.studies.mechanistic import distance_edges, distance_profile, layer_summary
 from hermes.telemetry import pool_per_frame
 from tests.conftest import make_engine, random_frames
 
 ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ("accuracy", "ablations", "mechanistic", "efficiency", "soak", "bench_engine", "bench_policies",
+           "bench_hermes_tiny")
 
 
 @pytest.mark.parametrize("n_video, bins, span, expected", [
@@ -81,6 +84,36 @@ def test_attend_reports_where_a_text_looks_without_changing_the_cache(backbone):
         assert ((k == VIDEO) | (k == NEWLINE)).sum() == 64  # fifo kept its budget
 
 
+def test_replay_ingests_up_to_each_question_and_no_further(backbone):
+    engine = make_engine(backbone, "full", chunk_frames=4)
+    timed = [(2.2, "b"), (-1.0, "a"), (2.0, "c"), (4.5, "d")]  # frames every 0.5 s from 0 to 4.5
+    seen = [(item, engine.frames_seen, engine.pending_frames)
+            for item in common.replay(engine, random_frames(10), np.arange(10) / 2.0, timed)]
+    assert seen == [("a", 0, 0), ("c", 5, 0), ("b", 5, 0), ("d", 10, 0)]  # in time order, partial chunks flushed
+
+
+def test_result_names_tables_and_csv():
+    assert common.result_name("accuracy", "hermes-tiny", False, "cpu") == "accuracy"
+    assert common.result_name("accuracy", "/models/My Model", True, "cuda:1") == "accuracy-My-Model-cuda_quick"
+    assert common.table(["a", "b"], [[1, "x"]]) == ["| a | b |", "|---|---|", "| 1 | x |"]
+
+
+def test_csv_from_dicts_or_rows_under_a_head(tmp_path):
+    common.write_csv(tmp_path / "d.csv", [{"a": 1, "b": 2}])
+    common.write_csv(tmp_path / "l.csv", [[1, 2]], ["a", "b"])
+    assert (tmp_path / "d.csv").read_text() == (tmp_path / "l.csv").read_text() == "a,b\n1,2\n"
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_runs_as_a_module_and_says_so(name, capsys):
+    module = importlib.import_module(f"analysis.{name}")
+    with pytest.raises(SystemExit) as done:
+        module.main(["--help"])
+    assert done.value.code == 0 and "--out" in capsys.readouterr().out
+    assert f"python -m analysis.{name}" in module.__doc__
+    assert "sys.path" not in Path(module.__file__).read_text()
+
+
 def test_mechanistic_quick_writes_a_heatmap_whose_rows_are_attention_shares(tmp_path):
     mechanistic.main(["--quick", "--questions", "6", "--out", str(tmp_path), "--budget", "256", "--bins", "8"])
     data = np.load(tmp_path / "mechanistic_quick.npz")
@@ -127,7 +160,7 @@ def test_efficiency_quick_measures_every_method_and_prints_the_headline(tmp_path
 def test_ablations_quick_reports_every_variant(tmp_path):
     ablations.main(["--quick", "--streams", "1", "--out", str(tmp_path), "--model", "random-tiny"])
     rows = list(csv.DictReader((tmp_path / "ablations-random-tiny_quick.csv").open()))
-    assert [r["variant"] for r in rows] == [name for name, _ in ablations.VARIANTS]
+    assert [r["variant"] for r in rows] == [name for name, *_ in ablations.VARIANTS]
     assert all(0 <= float(r["all"]) <= 1 and int(r["n"]) > 10 for r in rows)
     assert "± " in (tmp_path / "ablations-random-tiny_quick.md").read_text()
 
@@ -143,8 +176,8 @@ def test_a_two_process_torchrun_sweep_merges_into_the_single_process_table(tmp_p
                           "--master_port", "29533", *args, "--out", str(tmp_path / "two")], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=240)
     assert two.returncode == 0, two.stderr[-2000:]
-    one_csv = (tmp_path / "one" / "accuracy_quick.csv").read_text()
-    assert one_csv == (tmp_path / "two" / "accuracy_quick.csv").read_text()
+    one_csv = (tmp_path / "one" / "accuracy-random-tiny_quick.csv").read_text()
+    assert one_csv == (tmp_path / "two" / "accuracy-random-tiny_quick.csv").read_text()
     assert one_csv.count("\n") == 4  # header + full, fifo, hermes
 
 
@@ -156,16 +189,3 @@ def test_study_tab_lists_committed_figures_and_says_how_to_make_missing_ones(tmp
     assert figures["mechanistic"].notes == "Shallow layers look back."
     assert figures["efficiency"].png is None and "python -m analysis.efficiency" in figures["efficiency"].notes
     assert notes_of("# t\nbody") == "body"
-
-
-def test_tiny_diagnostics_cover_every_template_and_the_probe_cannot_read_what_the_row_does_not_hold():
-    summary, per_layer, chance = tiny_diagnostics.diagnose("hermes-tiny", streams=3, seconds=32.0, layer=6)
-    assert len(summary) == 7  # every ShapeStream template
-    order = summary["did the X appear before the X ?"]
-    assert "mass1" in order and "readout" not in order  # two objects to find, nothing to name
-    assert all(0.0 <= cols["mass0"][0] <= 1.0 for cols in summary.values())
-    assert len(per_layer) == 13  # the embeddings, then every decoder layer's output
-    # at the embeddings every answering row of a slot holds the same word ("assistant"): a probe can only
-    # name one shape per slot there, which is what chance means
-    assert per_layer[0] <= chance + 1e-6
-    assert max(per_layer) > chance  # the bundled model carries the named shape somewhere

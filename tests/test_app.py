@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.session import Controls, Session, SessionsFull, SessionStore, _downscale
-from app.settings import Settings
+from app.session import Session
+from app.settings import Controls, Settings
+from app.sources import downscale
+from app.store import SessionsFull, SessionStore
 from hermes.errors import HermesError, VideoError
 from tests.apphost import AppServer
 from tests.badfiles import BAD_FILES
@@ -99,15 +101,14 @@ def test_a_bad_upload_changes_nothing(session, tmp_path, name, data, message):
 
 def test_a_file_that_breaks_mid_stream_keeps_what_was_ingested_and_says_why(session):
     session.load_example(EXAMPLE)
-    good = session._frames
 
-    def breaks_after_40_frames():
+    def breaks_after_40_frames(good):
         for i, item in enumerate(good):
             if i == 40:
                 raise VideoError("clip.mp4 is truncated or corrupt: decoding failed after 19.50 s (bad NAL unit)")
             yield item
 
-    session._frames = breaks_after_40_frames()
+    session.playback.frames = breaks_after_40_frames(session.playback.frames)  # the decoder, as if the file broke
     while not session.advance(1e6)["ended"]:
         pass
     status = session.status()
@@ -158,7 +159,7 @@ def test_webcam_frames_are_sampled_at_fps_and_downscaled(session, monkeypatch):
         session.add_webcam_frame(np.zeros((480, 640, 3), np.uint8))
     assert len(session.times) == pytest.approx(8, abs=1)  # 2 fps over ~4 s
     assert session.status()["pending_frames"] + session.lanes[0].engine.frames_seen == len(session.times)
-    small = _downscale(np.zeros((480, 640, 4), np.uint8), SETTINGS.webcam_size)  # RGBA from some browsers
+    small = downscale(np.zeros((480, 640, 4), np.uint8), SETTINGS.webcam_size)  # RGBA from some browsers
     assert max(small.shape[:2]) <= SETTINGS.webcam_size and small.shape[2] == 3
     assert small.shape[1] / small.shape[0] == pytest.approx(640 / 480, rel=0.02)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from hermes.attention import KeySelector, bottom_right_causal_mask, hermes_attention, record_attention, select_keys
-from hermes.cache import TEXT
 from tests.conftest import make_engine, random_frames
 
 
@@ -18,14 +17,12 @@ def test_recording_gives_each_layer_its_own_softmax_rows_and_changes_nothing(bac
     engine = make_engine(backbone, "full", chunk_frames=4)
     engine.ingest(random_frames(4))
     for layer_idx in range(backbone.n_layers):  # layers of different lengths
-        engine.cache.keep(layer_idx, torch.arange(engine.prefix_tokens + 10 + layer_idx))
+        engine.cache.layers[layer_idx].keep(torch.arange(engine.prefix_tokens + 10 + layer_idx))
     ids = backbone.question_ids("what is on the screen now ?")
     n = len(ids)
-    args = (backbone.embed_ids(ids), engine.next_position + torch.arange(n), torch.full((n,), -1),
-            torch.full((n,), TEXT))
-    plain = engine._forward(*args, write=False)
+    plain = engine.peek(ids).hidden
     with record_attention() as rec:
-        recorded = engine._forward(*args, write=False)
+        recorded = engine.peek(ids).hidden
     torch.testing.assert_close(recorded, plain, atol=1e-5, rtol=1e-5)
     assert sorted(rec.rows) == list(range(backbone.n_layers))
     for layer_idx, rows in rec.rows.items():

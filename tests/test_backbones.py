@@ -79,7 +79,7 @@ def test_load_errors_are_clear(tmp_path):
 
 @pytest.mark.skipif((BUNDLED_MODELS["hermes-tiny"] / "config.json").exists(), reason="bundled model present")
 def test_missing_bundled_model_says_how_to_get_it():
-    with pytest.raises(HermesError, match=r"python -m hermes\.train_tiny"):
+    with pytest.raises(HermesError, match=r"python -m tiny\.train"):
         load_backbone("hermes-tiny")
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from hermes.cache import TEXT, VIDEO
+from hermes.cache import VIDEO
 from hermes.engine import StreamEngine
 from tests.conftest import make_engine, random_frames
 from tests.reference import full_logits, greedy_from_scratch, logits_over_layer_kv, stream_embeds
@@ -17,10 +17,7 @@ QUESTION = "what is on the screen now ?"
 
 def peek_logits(engine: StreamEngine, ids: list[int]) -> torch.Tensor:
     """Next-token logits after `ids` on top of the engine's cache, leaving the cache as it is."""
-    n = len(ids)
-    hidden = engine._forward(engine.backbone.embed_ids(ids), engine.next_position + torch.arange(n),
-                             torch.full((n,), -1), torch.full((n,), TEXT), write=False)
-    return engine.backbone.model.lm_head(hidden[:, -1]).float()[0]
+    return engine.peek(ids).logits
 
 
 def snapshot(engine: StreamEngine) -> list[tuple[torch.Tensor, ...]]:
@@ -78,11 +75,11 @@ def test_per_layer_eviction_matches_hand_computed_attention(backbone):
     before = peek_logits(engine, ids)
     rng = np.random.default_rng(0)
     for layer_idx, layer in enumerate(engine.cache.layers):
-        video = engine.cache.evictable_index(layer_idx)
+        video = engine.cache.layers[layer_idx].evictable_index()
         keep = rng.choice(video.numpy(), size=20 + 7 * layer_idx, replace=False)  # a different set per layer
         prefix = (layer.kinds != VIDEO).nonzero().flatten()
         prefix = prefix[prefix < engine.prefix_tokens]
-        engine.cache.keep(layer_idx, torch.cat([prefix, torch.from_numpy(keep)]))
+        engine.cache.layers[layer_idx].keep(torch.cat([prefix, torch.from_numpy(keep)]))
     lengths = engine.cache.lengths()
     assert len(set(lengths)) == len(lengths)  # every layer now differs
     got = peek_logits(engine, ids)
@@ -101,9 +98,7 @@ def test_reindexing_positions_with_rerotation_keeps_logits(backbone):
     ids = backbone.question_ids(QUESTION)
     before = peek_logits(engine, ids)
     shift = 20000
-    for layer_idx, layer in enumerate(engine.cache.layers):
-        engine.cache.set_positions(layer_idx, layer.positions + shift)
-    engine.next_position += shift
+    engine.cache.shift(shift)
     after = peek_logits(engine, ids)
     rel = ((after - before).abs().max() / before.abs().max()).item()
     assert rel <= 1e-3
@@ -113,7 +108,7 @@ def test_compaction_gives_consecutive_positions_and_rerotated_keys(backbone):
     engine = make_engine(backbone, "fifo", budget=100, chunk_frames=4)
     engine.ingest(random_frames(12, seed=4))
     old = [(layer.positions.clone(), layer.keys.clone()) for layer in engine.cache.layers]
-    engine._compact_all()
+    engine.cache.compact_all()
     end = engine.prefix_tokens + 100
     assert engine.next_position == end
     for layer, (old_pos, old_keys) in zip(engine.cache.layers, old, strict=True):
@@ -170,7 +165,7 @@ def test_fifo_bounds_memory_over_500_frames(backbone):
     full = [e.kv_bytes for e in events if min(e.cache_lengths) == budget]
     assert len(full) >= 30 and len(set(full)) == 1
     # fifo keeps the newest tokens: layer 0 holds the last frames of the stream
-    kept = engine.cache.layers[0].frames[engine.cache.evictable_index(0)]
+    kept = engine.cache.layers[0].frames[engine.cache.layers[0].evictable_index()]
     assert kept.max().item() == 499 and kept.min().item() >= 500 - budget // backbone.tokens_per_frame - 1
 
 

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 import hermes
-from analysis.accuracy import first_word, n_options
 from hermes.backbones import BUNDLED_MODELS
-from hermes.synthetic import CATEGORIES, generate
+from hermes.shapestream import CATEGORIES, chance_level, generate, grade
 
 pytestmark = pytest.mark.skipif(not (BUNDLED_MODELS["hermes-tiny"] / "config.json").exists(),
                                 reason="assets/models/hermes-tiny not trained yet")
@@ -36,14 +35,14 @@ def answer_stream(engine, stream) -> tuple[list, list[bool]]:
             engine.flush()
             done = upto
         questions.append(q)
-        hits.append(first_word(engine.ask(q.question, max_new_tokens=2).text) == q.answer)
+        hits.append(grade(engine.ask(q.question, max_new_tokens=2).text, q.answer))
     return questions, hits
 
 
 def test_answers_twenty_questions_far_above_chance(engine):
     questions, hits = answer_stream(engine, generate(41, seconds=32))
     questions, hits = questions[:20], hits[:20]
-    chance = float(np.mean([1 / n_options(q) for q in questions]))
+    chance = float(np.mean([chance_level(q.question) for q in questions]))
     assert len(questions) == 20
     assert np.mean(hits) >= chance + 0.4, f"{sum(hits)}/20 right, chance {chance:.3f}"
 
@@ -60,5 +59,5 @@ def test_every_category_beats_chance_clearly_on_held_out_streams(engine):
     assert np.mean(hits) >= 0.85, f"accuracy {np.mean(hits):.3f}"
     for category in CATEGORIES:
         mine = [h for q, h in zip(questions, hits, strict=True) if q.category == category]
-        chance = float(np.mean([1 / n_options(q) for q in questions if q.category == category]))
+        chance = float(np.mean([chance_level(q.question) for q in questions if q.category == category]))
         assert np.mean(mine) >= chance + 0.3, f"{category}: {np.mean(mine):.3f}, chance {chance:.3f}"

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from hermes.cache import VIDEO
-from hermes.policies import LayerContext, available, get
+from hermes.errors import HermesError
+from hermes.policies import LayerContext, Needs, available, get
 from hermes.policies.base import keep_set, smooth_across_layers
 from hermes.policies.hermes_policy import minmax, recency
 
@@ -122,7 +123,7 @@ def test_hermes_middle_scores_by_hand(schedule, layer, alpha, k):
 
 def test_hermes_single_query_and_uniform_tier_ablations():
     single = get("hermes", query_mode="single")
-    assert single.queries() == {"global"} and single.weights(4, 12)[2] == "global"
+    assert single.queries(12) == {"global"} and single.weights(4, 12)[2] == "global"
     uniform = get("hermes", tier_mode="uniform")
     assert {uniform.tier(i, 12) for i in range(12)} == {"middle"}
     assert uniform.depth(0, 12) == 0.0 and uniform.depth(11, 12) == 1.0
@@ -143,3 +144,42 @@ def test_cross_layer_smoothing_by_hand_with_interpolation():
     np.testing.assert_allclose(out[1], s1_hand)
     np.testing.assert_allclose(out[0], 0.9 * s0 + 0.1 * s1_hand[[0, 2, 4]])  # 5 -> 3 points
     np.testing.assert_allclose(out[2], s2)  # the deepest layer is not smoothed
+
+
+BAD_PARAMS = [  # policy, parameters, the field and range the error must name
+    ("hermes", {"shallow_ratio": 3.0}, r"shallow_ratio must be a number in \[0, 1\], got 3.0"),
+    ("hermes", {"deep_ratio": -0.1}, r"deep_ratio must be a number in \[0, 1\]"),
+    ("hermes", {"shallow_ratio": 0.8, "deep_ratio": 0.2}, r"shallow_ratio \(0.8\) must be <= deep_ratio"),
+    ("hermes", {"schedule": "nonsense"}, r"schedule must be one of \('code', 'paper'\), got 'nonsense'"),
+    ("hermes", {"query_mode": "all"}, r"query_mode must be one of"),
+    ("hermes", {"tier_mode": 3}, r"tier_mode must be one of"),
+    ("hermes", {"k_shallow": float("nan")}, r"k_shallow must be a number in \[0, 100\]"),
+    ("hermes", {"lams": (0.1, 0.2)}, r"lams must be three numbers"),
+    ("hermes", {"lams": (0.1, 0.2, 2.0)}, r"lams must be a number in \[0, 1\]"),
+    ("hermes", {"summary": "yes"}, r"summary must be True or False"),
+    ("hermes", {"w0": 0.5, "gamma": 0.6}, r"w0 - gamma must be >= 0"),
+    ("streaming_llm", {"sinks": -1}, r"sinks must be a whole number in \[0,"),
+    ("streaming_llm", {"sinks": 2.5}, r"sinks must be a whole number"),
+    ("h2o", {"recent": 1.5}, r"recent must be a number in \[0, 1\]"),
+    ("snapkv", {"window": 0}, r"window must be a whole number in \[1, 4096\]"),
+    ("snapkv", {"kernel": 0}, r"kernel must be a whole number in \[1,"),
+    ("pyramidkv", {"beta": 0}, r"beta must be a number in \[1,"),
+    ("pyramidkv", {"window": -3}, r"window must be a whole number"),
+    ("fifo", {"window": 3}, r"policy 'fifo' has no parameter\(s\) \['window'\]"),
+]
+
+
+@pytest.mark.parametrize("name, params, message", BAD_PARAMS)
+def test_policies_validate_their_own_parameters(name, params, message):
+    with pytest.raises(HermesError, match=message):
+        get(name, **params)
+
+
+def test_needs_follow_from_what_a_policy_reads():
+    assert get("fifo").needs(12) == Needs()
+    assert get("hermes").needs(12).queries == {"global", "mixed"}  # shallow layers read no query
+    assert get("hermes", tier_mode="uniform").needs(12).queries == {"mixed"}
+    assert get("hermes", query_mode="single").needs(12).queries == {"global"}
+    h2o, snap = get("h2o").needs(12), get("snapkv", window=8).needs(12)
+    assert h2o.accumulated and h2o.prefill_attention and not h2o.queries
+    assert snap.observation_rows == 8 and snap.prefill_attention and not snap.accumulated

@@ -10,32 +10,35 @@ import pytest
 import torch
 
 import hermes
-from hermes import policies
+from hermes import eviction, policies, queries
 from hermes.cache import PREFIX, SUMMARY
+from hermes.config import HermesConfig
 from hermes.engine import StreamEngine
 from tests.conftest import random_frames
 from tests.test_engine import QUESTION, peek_logits, snapshot
 
 
-def engine_for(backbone, policy: str, budget: int | None, **config) -> StreamEngine:
-    return hermes.load_engine(backbone, policy=policy, budget=budget, **{"chunk_frames": 4, **config})
+def engine_for(backbone, policy: str, budget: int | None, policy_params: dict | None = None, **config
+               ) -> StreamEngine:
+    return hermes.load_engine(backbone, policy=policy, budget=budget, policy_params=policy_params,
+                              **{"chunk_frames": 4, **config})
 
 
 def test_deep_layers_hold_budget_minus_one_plus_a_summary_of_the_evicted(backbone, monkeypatch):
     engine = engine_for(backbone, "hermes", 40)
     before = {}
-    real_evict = engine._evict
+    real_evict = eviction.evict
 
-    def spy(*args):
+    def spy(cache, *args):
         before.clear()
         before.update({i: (layer.keys.clone(), layer.values.clone(), layer.positions.clone())
-                       for i, layer in enumerate(engine.cache.layers)})
-        return real_evict(*args)
+                       for i, layer in enumerate(cache.layers)})
+        return real_evict(cache, *args)
 
-    monkeypatch.setattr(engine, "_evict", spy)
+    monkeypatch.setattr(eviction, "evict", spy)
     engine.ingest(random_frames(4))  # 65 video tokens > 40: the first eviction, no summary yet
     for i, layer in enumerate(engine.cache.layers):
-        video = engine.cache.evictable_index(i)
+        video = layer.evictable_index()
         n_summary = int((layer.kinds == SUMMARY).sum())
         assert len(video) == 40
         if engine.policy.summarize(i, backbone.n_layers):
@@ -55,11 +58,11 @@ def test_deep_layers_hold_budget_minus_one_plus_a_summary_of_the_evicted(backbon
     engine.ingest(random_frames(8, seed=5))  # later evictions fold the old summary in again
     for i, layer in enumerate(engine.cache.layers):
         assert int((layer.kinds == SUMMARY).sum()) == int(engine.policy.summarize(i, backbone.n_layers))
-        assert len(engine.cache.evictable_index(i)) == 40
+        assert len(layer.evictable_index()) == 40
 
 
 def test_summary_off_keeps_plain_top_k(backbone):
-    engine = engine_for(backbone, "hermes", 40, summary=False)
+    engine = engine_for(backbone, "hermes", 40, {"summary": False})
     engine.ingest(random_frames(8))
     assert all(int((layer.kinds == SUMMARY).sum()) == 0 for layer in engine.cache.layers)
     assert engine.cache_lengths() == [40] * backbone.n_layers
@@ -111,12 +114,11 @@ class CountingPolicy:
 
 @pytest.mark.parametrize("ask", ["ask", "ask_stream"])
 def test_questions_run_no_policy_and_no_pseudo_query(backbone, monkeypatch, ask):
-    engine = engine_for(backbone, "hermes", 40, max_new_tokens=4)
-    counting = CountingPolicy(engine.policy)
-    engine.policy = counting
+    counting = CountingPolicy(policies.get("hermes"))
+    engine = StreamEngine(backbone, counting, HermesConfig(budget=40, chunk_frames=4, max_new_tokens=4))
     pseudo = []
-    real = engine._pseudo_queries
-    monkeypatch.setattr(engine, "_pseudo_queries", lambda: pseudo.append(1) or real())
+    real = queries.pseudo_query_attention
+    monkeypatch.setattr(queries, "pseudo_query_attention", lambda *args: pseudo.append(1) or real(*args))
     engine.ingest(random_frames(8))
     assert counting.calls > 0 and len(pseudo) == 2
     counting.calls, pseudo[:] = 0, []
@@ -132,10 +134,10 @@ def test_questions_run_no_policy_and_no_pseudo_query(backbone, monkeypatch, ask)
 
 def test_pseudo_queries_are_conditioned_on_the_last_exchange(backbone):
     engine = engine_for(backbone, "hermes", 40, max_new_tokens=2)
-    assert "Context summary" not in engine._pseudo_texts()["global"]
+    assert "Context summary" not in engine.pseudo_texts()["global"]
     engine.ingest(random_frames(4))
     answer = engine.ask("how many red circles ?")
-    texts = engine._pseudo_texts()
+    texts = engine.pseudo_texts()
     assert texts["global"].startswith(f"Context summary: Question: how many red circles ? Answer: {answer.text}.")
     assert texts["local"].startswith("Find recent details related to: how many red circles ?")
     assert texts["mixed"] == f"{texts['local']}; {texts['global']}"
@@ -166,7 +168,7 @@ def test_chunk_events_carry_the_telemetry(backbone):
     L = backbone.n_layers
     assert event.tiers[0] == "shallow" and event.tiers[-1] == "deep"
     assert event.frame_ids.tolist() == list(range(8))
-    assert set(event.attention) == {"local", "global", "mixed"}
+    assert set(event.attention) == {"global", "mixed"}  # what its tiers score with (shallow layers: none)
     assert event.attention["global"].shape == (L, 8) and np.all(event.attention["global"] >= 0)
     assert event.kept.shape == (L, 8) and event.kept.sum(axis=1).tolist() == [40 - s for s in event.summary]
     assert event.summary.tolist() == [int(t == "deep") for t in event.tiers]
@@ -183,17 +185,18 @@ def test_chunk_events_carry_the_telemetry(backbone):
 
 
 def test_telemetry_queries_for_policies_without_attention(backbone):
-    engine = engine_for(backbone, "fifo", 40, telemetry_queries=True)
+    engine = engine_for(backbone, "fifo", 40, telemetry_queries=("global",))
     event = engine.ingest(random_frames(4))[-1]
     assert set(event.attention) == {"global"}
+    both = engine_for(backbone, "hermes", 40, telemetry_queries=("local",)).ingest(random_frames(4))[-1]
+    assert set(both.attention) == {"local", "global", "mixed"}
 
 
-def test_config_fields_reach_the_hermes_policy(backbone):
-    engine = engine_for(backbone, "hermes", 40, summary=False, schedule="paper", lams=(0.0, 0.2, 0.5))
+def test_policy_parameters_reach_the_hermes_policy_and_not_the_config(backbone):
+    engine = engine_for(backbone, "hermes", 40, {"summary": False, "schedule": "paper", "lams": (0.0, 0.2, 0.5)})
     assert (engine.policy.summary, engine.policy.schedule, engine.policy.lams) == (False, "paper", (0.0, 0.2, 0.5))
-    override = hermes.load_engine(backbone, policy="hermes", budget=40, summary=False,
-                                  policy_params={"summary": True})
-    assert override.policy.summary is True
+    with pytest.raises(hermes.HermesError, match=r"unknown config option\(s\) \['summary'\].*policy_params"):
+        hermes.load_engine(backbone, policy="hermes", budget=40, summary=False)
 
 
 def test_prefix_is_never_evicted(backbone):

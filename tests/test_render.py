@@ -130,7 +130,7 @@ def test_memory_figure_marks_re_index_events_where_positions_drop():
 
 
 def test_study_figure_draws_layers_by_frames_back_on_a_log_scale():
-    from analysis.mechanistic import Study, distance_edges
+    from hermes.studies.mechanistic import Study, distance_edges
 
     heat = np.full((4, 8), 1e-3)
     heat[0, 0] = 0.5  # shallow layer 0 looks at the newest frames

@@ -1,23 +1,26 @@
-"""ShapeStream: deterministic, renders at any size, answers agree with the event log."""
+"""ShapeStream: deterministic, renders at any size, answers agree with the event log; the one
+template table and the one grading rule."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from hermes.synthetic import (
+from hermes.shapestream import (
     CATEGORIES,
     COLOURS,
     NUMBERS,
     SHAPES,
+    TEMPLATES,
     Event,
     answer,
     by_shape,
-    cell_labels,
-    event_labels,
+    chance_level,
     evidence,
     generate,
-    quadrant_cells,
+    grade,
+    template_name,
+    template_of,
     world,
 )
 
@@ -112,35 +115,6 @@ def test_answer_is_none_for_questions_outside_the_templates(question):
     assert answer(objects, question, 30.0) is None
 
 
-def test_event_labels_mark_each_appearance_and_colour_change_once_per_object():
-    stream = generate(5, seconds=48.0)
-    labels = event_labels(stream, 4)
-    frames_with = {k: set(np.nonzero((labels["event"] == k).any(1))[0]) for k in (2, 3, 4)}
-    appear_frames = frames_with[2] | frames_with[3]
-    visible = [o for o in stream.objects if o.appear < stream.timestamps[-1]]
-    assert len(appear_frames) == len({int(np.ceil(o.appear * stream.fps - 1e-9)) for o in visible})
-    assert len(frames_with[3]) == 1  # exactly one first shape
-    assert set(np.unique(labels["ordinal"])) <= {-100, 0, 1, 2, 3}
-    assert ((labels["ordinal"] != -100) == (labels["event"] >= 2) & (labels["event"] <= 3)).all()
-    assert ((labels["change"] != -100) == (labels["event"] == 4)).all()
-
-
-def test_cell_labels_name_the_whole_object_in_each_cell_of_its_quarter():
-    stream = generate(8, seconds=48.0)
-    shapes, colours = cell_labels(stream, 4)
-    for i, t in enumerate(stream.timestamps):
-        frame = stream.frames[i]
-        for o in stream.objects:
-            cells = quadrant_cells(o.quadrant, 4)
-            if o.visible(float(t)):
-                assert (shapes[i, cells] == SHAPES.index(o.shape) + 1).all()
-                y, x = int((o.quadrant[0] - 0.25) * 64), int((o.quadrant[1] - 0.25) * 64)
-                quarter = frame[y:y + 32, x:x + 32].reshape(-1, 3)
-                assert (quarter == COLOURS[o.colour_at(float(t))]).all(-1).any()  # its colour is on screen there
-            else:
-                assert (shapes[i, cells] == 0).all() and (colours[i, cells] == 0).all()
-
-
 def _first_frame(stream, shape):
     return next(i for i, t in enumerate(stream.timestamps) if by_shape(stream.objects, shape).visible(float(t)))
 
@@ -179,3 +153,70 @@ def test_evidence_points_at_the_frames_that_show_the_answer(start):
                     assert EVIDENCE_CASES[start](stream, q, now, i, shape), (q, where)
                     checked += 1
     assert checked >= 10
+
+
+def test_the_template_table_parses_names_and_bounds_every_generated_question():
+    questions = [q for seed in range(10) for q in generate(seed, seconds=48.0, size=(8, 8)).questions]
+    assert {t.category for t in TEMPLATES} == set(CATEGORIES)
+    assert {template_name(q.question) for q in questions} == {t.name for t in TEMPLATES}  # every template asked
+    for q in questions:
+        template, shapes = template_of(q.question)
+        assert template.ask.format(*shapes) == q.question and template.category == q.category
+        assert q.answer in template.options and chance_level(q.question) == 1 / len(template.options)
+        assert template_of(q.question.upper().replace(" ?", "?")) == (template, shapes)
+    assert template_name("did the circle appear before the cross ?") == "did the X appear before the X ?"
+    assert template_of("what colour is the nonagon now ?") is None and template_name("hello") == "hello"
+
+
+def test_every_answer_a_template_allows_is_one_word_that_grades_as_itself():
+    """So grade(reply, truth) is exactly the accuracy study's "first word of the reply == truth"."""
+    for template in TEMPLATES:
+        for option in template.options:
+            assert option.split() == [option] and option == option.lower() and "." not in option
+            assert grade(option, option) and not any(grade(other, option) for other in template.options
+                                                     if other != option)
+
+
+# (template, reply, truth, is it right?): the forms a reply comes in, and replies that must not pass
+GRADE_CASES = [
+    ("what colour is the X now ?", "red", "red", True),
+    ("what colour is the X now ?", "Red.", "red", True),
+    ("what colour is the X now ?", "  red .", "red", True),
+    ("what colour is the X now ?", "red it is", "red", True),
+    ("what colour is the X now ?", "blue", "red", False),
+    ("what colour is the X now ?", "blue red", "red", False),  # only the first word counts
+    ("what colour is the X now ?", "reddish", "red", False),
+    ("what colour is the X now ?", "the red one", "red", False),
+    ("what colour is the X now ?", "red,", "red", False),  # only a full stop separates (the study's rule)
+    ("what colour is the X now ?", "", "red", False),
+    ("how many shapes are on the screen now ?", "two", "two", True),
+    ("how many shapes are on the screen now ?", "Two.", "two", True),
+    ("how many shapes are on the screen now ?", "2", "two", False),  # digits are not the number word
+    ("how many shapes are on the screen now ?", "three", "two", False),
+    ("what colour was the X when it appeared ?", "GREEN", "green", True),
+    ("what colour was the X when it appeared ?", "yellow", "green", False),
+    ("which shape appeared first ?", "circle", "circle", True),
+    ("which shape appeared first ?", "circle.", "circle", True),
+    ("which shape appeared first ?", "circles", "circle", False),
+    ("which shape appeared first ?", "square", "circle", False),
+    ("how many shapes have appeared so far ?", "four", "four", True),
+    ("how many shapes have appeared so far ?", "for", "four", False),
+    ("how many times did the X change colour ?", "zero", "zero", True),
+    ("how many times did the X change colour ?", "none", "zero", False),
+    ("how many times did the X change colour ?", "one two", "two", False),
+    ("did the X appear before the X ?", "yes", "yes", True),
+    ("did the X appear before the X ?", "Yes.", "yes", True),
+    ("did the X appear before the X ?", "no", "yes", False),
+    ("did the X appear before the X ?", "yes no", "no", False),
+    ("did the X appear before the X ?", "y", "yes", False),
+]
+
+
+def test_the_grade_table_covers_every_template():
+    assert {name for name, *_ in GRADE_CASES} == {t.name for t in TEMPLATES}
+    assert all(truth in next(t for t in TEMPLATES if t.name == name).options for name, _, truth, _ in GRADE_CASES)
+
+
+@pytest.mark.parametrize("name, reply, truth, right", GRADE_CASES)
+def test_grade(name, reply, truth, right):
+    assert grade(reply, truth) is right

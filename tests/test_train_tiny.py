@@ -1,20 +1,22 @@
-"""hermes-tiny's training sample: questions point at their evidence, and the attention
-supervision teaches a head to look there."""
+"""hermes-tiny's training (tiny/): dense labels, the training sample (questions point at their
+evidence), the attention supervision teaches a head to look there, the diagnostics, and the
+engine package never imports the trainer."""
 
 from __future__ import annotations
+
+import ast
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from hermes.synthetic import SHAPES, by_shape, evidence, generate, quadrant_cells
-from hermes.train_tiny import (
-    RETRIEVAL_HEADS,
-    build_sample,
-    copy_loss,
-    new_backbone,
-    retrieval_loss,
-)
+from hermes.shapestream import COLOURS, NUMBERS, SHAPES, TEMPLATES, by_shape, evidence, generate
+from tiny import diagnostics
+from tiny.labels import cell_labels, event_labels, quadrant_cells
+from tiny.losses import copy_loss, retrieval_loss
+from tiny.samples import RETRIEVAL_HEADS, build_sample, readout_words
+from tiny.train import TrainConfig, command, new_backbone
 
 LAYER = 6
 
@@ -137,3 +139,70 @@ def test_copy_supervision_teaches_the_answering_row_to_fetch_the_named_shapes(se
         opt.step()
     assert loss.item() < first.item() / 2
     assert first_hit < 0.5 < hit
+
+
+def test_event_labels_mark_each_appearance_and_colour_change_once_per_object():
+    stream = generate(5, seconds=48.0)
+    labels = event_labels(stream, 4)
+    frames_with = {k: set(np.nonzero((labels["event"] == k).any(1))[0]) for k in (2, 3, 4)}
+    appear_frames = frames_with[2] | frames_with[3]
+    visible = [o for o in stream.objects if o.appear < stream.timestamps[-1]]
+    assert len(appear_frames) == len({int(np.ceil(o.appear * stream.fps - 1e-9)) for o in visible})
+    assert len(frames_with[3]) == 1  # exactly one first shape
+    assert set(np.unique(labels["ordinal"])) <= {-100, 0, 1, 2, 3}
+    assert ((labels["ordinal"] != -100) == (labels["event"] >= 2) & (labels["event"] <= 3)).all()
+    assert ((labels["change"] != -100) == (labels["event"] == 4)).all()
+
+
+def test_cell_labels_name_the_whole_object_in_each_cell_of_its_quarter():
+    stream = generate(8, seconds=48.0)
+    shapes, colours = cell_labels(stream, 4)
+    for i, t in enumerate(stream.timestamps):
+        frame = stream.frames[i]
+        for o in stream.objects:
+            cells = quadrant_cells(o.quadrant, 4)
+            if o.visible(float(t)):
+                assert (shapes[i, cells] == SHAPES.index(o.shape) + 1).all()
+                y, x = int((o.quadrant[0] - 0.25) * 64), int((o.quadrant[1] - 0.25) * 64)
+                quarter = frame[y:y + 32, x:x + 32].reshape(-1, 3)
+                assert (quarter == COLOURS[o.colour_at(float(t))]).all(-1).any()  # its colour is on screen there
+            else:
+                assert (shapes[i, cells] == 0).all() and (colours[i, cells] == 0).all()
+
+
+def test_readout_words_are_the_word_group_of_each_templates_answers():
+    groups = {"what colour": tuple(COLOURS), "which shape": SHAPES, "how many": NUMBERS[:5], "did the": ()}
+    for q in generate(3, seconds=64.0, size=(8, 8)).questions:
+        words = readout_words(q)
+        assert words == next(g for start, g in groups.items() if q.question.startswith(start))
+        assert q.answer in words or q.answer in ("yes", "no")
+
+
+def test_the_default_command_is_the_one_the_model_card_names():
+    assert command(TrainConfig()) == "python -m tiny.train"
+    assert command(TrainConfig(qa_steps=50)) == "python -m tiny.train --vision-steps 4000 --qa-steps 50"
+    card = (Path(__file__).resolve().parent.parent / "assets" / "models" / "hermes-tiny" / "README.md")
+    if card.exists():
+        assert "`python -m tiny.train`" in card.read_text()
+
+
+def test_the_engine_package_never_imports_the_trainer():
+    root = Path(__file__).resolve().parent.parent / "hermes"
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "tiny" or n.startswith("tiny.") for n in names), path
+
+
+def test_tiny_diagnostics_cover_every_template_and_the_probe_cannot_read_what_the_row_does_not_hold():
+    summary, per_layer, chance = diagnostics.diagnose("hermes-tiny", streams=3, seconds=32.0, layer=6)
+    assert set(summary) == {t.name for t in TEMPLATES}  # every ShapeStream template
+    order = summary["did the X appear before the X ?"]
+    assert "mass1" in order and "readout" not in order  # two objects to find, nothing to name
+    assert all(0.0 <= cols["mass0"][0] <= 1.0 for cols in summary.values())
+    assert len(per_layer) == 13  # the embeddings, then every decoder layer's output
+    # at the embeddings every answering row of a slot holds the same word ("assistant"): a probe can only
+    # name one shape per slot there, which is what chance means
+    assert per_layer[0] <= chance + 1e-6
+    assert max(per_layer) > chance  # the bundled model carries the named shape somewhere

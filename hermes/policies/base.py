@@ -5,12 +5,16 @@ tokens, oldest first) and returns one score per token; the engine keeps the
 ``budget`` highest-scoring tokens of each layer (ties go to the newer token) and the
 prefix. Policies never run at question time.
 
-Optional hooks, all with defaults: ``needs`` (what the engine must record:
-"pseudo_queries" and/or "prefill_attention"), ``queries()`` (which pseudo-queries),
-``observation_rows()`` (how many of the chunk's last query rows to keep),
-``layer_budget()``, ``smoothing_lam()`` (cross-layer smoothing, deepest layer first),
-``summarize()`` (fold evicted tokens into one summary token), ``tier()`` (a label for
-telemetry).
+A policy owns its parameters: they are the dataclass fields, with their defaults, and
+``__post_init__`` validates them (``HermesError`` naming the field and its range).
+
+What the engine records for a policy follows from what the policy declares it reads
+(``needs()``, derived, never set by hand): ``queries(n_layers)`` (the pseudo-queries its
+scores read, ``ctx.attention``), ``observation_rows()`` (the chunk's last query rows,
+``ctx.window_attention``) and ``reads_accumulated`` (attention received so far,
+``ctx.accumulated``). Other hooks, all with defaults: ``layer_budgets()``,
+``smoothing_lam()`` (cross-layer smoothing, deepest layer first), ``summarize()`` (fold
+evicted tokens into one summary token), ``tier()`` (a label for telemetry).
 
     from hermes import policies
 
@@ -54,13 +58,27 @@ class LayerContext:
         return int(self.positions.shape[0])
 
 
+@dataclass(frozen=True)
+class Needs:
+    """What the engine must record after a chunk for a policy to score it."""
+
+    queries: frozenset[str] = frozenset()  # pseudo-queries to run ("local", "global", "mixed")
+    observation_rows: int = 0  # last query rows of the chunk's prefill to keep
+    accumulated: bool = False  # attention every token has received so far
+
+    @property
+    def prefill_attention(self) -> bool:
+        """Whether the chunk's prefill must record its attention."""
+        return self.accumulated or self.observation_rows > 0
+
+
 @dataclass
 class Policy:
     """Base class. Subclasses are dataclasses whose fields are the policy's parameters."""
 
     name: ClassVar[str] = "base"
     evicts: ClassVar[bool] = True  # False: the policy never drops anything (``full``)
-    needs: ClassVar[frozenset[str]] = frozenset()  # "pseudo_queries", "prefill_attention"
+    reads_accumulated: ClassVar[bool] = False  # its scores read ctx.accumulated
 
     def score(self, ctx: LayerContext) -> np.ndarray:
         """(n,) scores, higher = keep."""
@@ -70,8 +88,8 @@ class Policy:
         """Tokens each layer may keep; uniform by default."""
         return [budget] * n_layers
 
-    def queries(self) -> frozenset[str]:
-        """Pseudo-queries to run after each chunk (of "local", "global", "mixed")."""
+    def queries(self, n_layers: int) -> frozenset[str]:
+        """Pseudo-queries its scores read after each chunk (of "local", "global", "mixed")."""
         return frozenset()
 
     def observation_rows(self) -> int:
@@ -89,6 +107,10 @@ class Policy:
     def tier(self, layer: int, n_layers: int) -> str:
         """A label for the layer's role, shown in telemetry."""
         return "all"
+
+    def needs(self, n_layers: int) -> Needs:
+        """What the engine records for this policy, derived from what it reads."""
+        return Needs(frozenset(self.queries(n_layers)), int(self.observation_rows()), self.reads_accumulated)
 
     def params(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -109,25 +131,29 @@ def register(name: str) -> Callable[[P], P]:
     return deco
 
 
+def unregister(name: str) -> None:
+    """Remove a policy from the registry (a user's experiment, a test's)."""
+    policy_class(name)
+    del _REGISTRY[name]
+
+
 def available() -> list[str]:
     """Registered policy names, sorted."""
     return sorted(_REGISTRY)
 
 
-def param_names(name: str) -> set[str]:
-    """The parameters (dataclass fields) a registered policy takes."""
-    if name not in _REGISTRY:
+def policy_class(name: str) -> type[Policy]:
+    """The registered class of a policy name (its fields are its parameters and defaults)."""
+    if not isinstance(name, str) or name not in _REGISTRY:
         raise HermesError(f"unknown policy {name!r}; available: {', '.join(available())}")
-    return {f.name for f in fields(_REGISTRY[name])}
+    return _REGISTRY[name]
 
 
 def get(name: str | Policy, **params: Any) -> Policy:
     """Instantiate a policy by name with its parameters (an instance passes through)."""
     if isinstance(name, Policy):
         return name
-    if name not in _REGISTRY:
-        raise HermesError(f"unknown policy {name!r}; available: {', '.join(available())}")
-    cls = _REGISTRY[name]
+    cls = policy_class(name)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(params) - known)
     if unknown:

@@ -25,10 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hermes.config import HermesConfig
+from hermes.errors import HermesError, check_choice, check_flag, check_number
 from hermes.policies.base import LayerContext, Policy, register
 
 TIERS = ("shallow", "middle", "deep")
+SCHEDULES = ("code", "paper")
+QUERY_MODES = ("tiered", "single")
+TIER_MODES = ("hierarchical", "uniform")
 
 
 def tier_bounds(n_layers: int, shallow_ratio: float, deep_ratio: float) -> tuple[int, int]:
@@ -54,22 +57,50 @@ def recency(n: int, k: float) -> np.ndarray:
 @register("hermes")
 @dataclass
 class Hermes(Policy):
-    """Hierarchical KV cache management; fields mirror HermesConfig (the engine fills them)."""
+    """Hierarchical KV cache management (DESIGN section 1); the defaults are the released code's.
 
-    shallow_ratio: float = HermesConfig.shallow_ratio  # defaults live in one place: HermesConfig
-    deep_ratio: float = HermesConfig.deep_ratio
-    schedule: str = HermesConfig.schedule
-    k_shallow: float = HermesConfig.k_shallow
-    k_deep_end: float = HermesConfig.k_deep_end
-    alpha_drop: float = HermesConfig.alpha_drop
-    w0: float = HermesConfig.w0
-    gamma: float = HermesConfig.gamma
-    lams: tuple[float, float, float] = HermesConfig.lams
-    smoothing: bool = HermesConfig.smoothing
-    summary: bool = HermesConfig.summary
-    query_mode: str = HermesConfig.query_mode
-    tier_mode: str = HermesConfig.tier_mode
-    needs = frozenset({"pseudo_queries"})
+    shallow_ratio / deep_ratio: layers < int(shallow_ratio * L) are shallow, >= int(deep_ratio * L) deep.
+    schedule: "code" (released code: middle alpha = 1 - alpha_drop * p, k = k_shallow - (k_shallow - k_deep_end) * p)
+        or "paper" (attention weight w = w0 - gamma * p, k as in "code").
+    lams: cross-layer smoothing weight for (shallow, middle, deep) layers.
+    smoothing / summary: ablation switches (cross-layer smoothing; deep-layer summary token).
+    query_mode: "tiered" (mixed / global per tier) or "single" (global query everywhere).
+    tier_mode: "hierarchical" (three tiers) or "uniform" (one middle tier spanning all layers).
+    """
+
+    shallow_ratio: float = 0.1
+    deep_ratio: float = 0.7
+    schedule: str = "code"
+    k_shallow: float = 20.0
+    k_deep_end: float = 0.5
+    alpha_drop: float = 0.9
+    w0: float = 0.75
+    gamma: float = 0.6
+    lams: tuple[float, float, float] = (0.1, 0.3, 0.4)
+    smoothing: bool = True
+    summary: bool = True
+    query_mode: str = "tiered"
+    tier_mode: str = "hierarchical"
+
+    def __post_init__(self) -> None:
+        for name in ("shallow_ratio", "deep_ratio", "alpha_drop", "w0", "gamma"):
+            check_number(name, getattr(self, name), 0.0, 1.0)
+        if self.shallow_ratio > self.deep_ratio:
+            raise HermesError(f"shallow_ratio ({self.shallow_ratio}) must be <= deep_ratio ({self.deep_ratio})")
+        if self.w0 - self.gamma < 0:
+            raise HermesError(f"w0 - gamma must be >= 0 so the attention weight stays in [0, 1], got {self.w0} - "
+                              f"{self.gamma}")
+        for name in ("k_shallow", "k_deep_end"):
+            check_number(name, getattr(self, name), 0.0, 100.0)
+        if not isinstance(self.lams, (tuple, list)) or len(self.lams) != 3:
+            raise HermesError(f"lams must be three numbers (shallow, middle, deep) in [0, 1], got {self.lams!r}")
+        for lam in self.lams:
+            check_number("lams", lam, 0.0, 1.0)
+        self.lams = tuple(float(x) for x in self.lams)
+        for name, allowed in (("schedule", SCHEDULES), ("query_mode", QUERY_MODES), ("tier_mode", TIER_MODES)):
+            check_choice(name, getattr(self, name), allowed)
+        for name in ("smoothing", "summary"):
+            check_flag(name, getattr(self, name))
 
     def tier(self, layer: int, n_layers: int) -> str:
         if self.tier_mode == "uniform":
@@ -98,10 +129,9 @@ class Hermes(Policy):
         alpha = 1.0 - self.alpha_drop * p if self.schedule == "code" else 1.0 - (self.w0 - self.gamma * p)
         return alpha, k, "global" if self.query_mode == "single" else "mixed"
 
-    def queries(self) -> frozenset[str]:
-        if self.query_mode == "single":
-            return frozenset({"global"})
-        return frozenset({"global", "mixed", "local"} if self.tier_mode == "hierarchical" else {"mixed"})
+    def queries(self, n_layers: int) -> frozenset[str]:
+        """The queries its tiers score with: global (deep), mixed (middle); shallow layers need none."""
+        return frozenset(query for layer in range(n_layers) if (query := self.weights(layer, n_layers)[2]))
 
     def score(self, ctx: LayerContext) -> np.ndarray:
         alpha, k, query = self.weights(ctx.layer, ctx.n_layers)

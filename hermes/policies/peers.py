@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hermes.errors import check_number
 from hermes.policies.base import LayerContext, Policy, register
 
 _MAX_LEVEL = 62  # 2-adic level given to frame 0 (divisible by every power of two)
@@ -44,6 +45,9 @@ class StreamingLLM(Policy):
 
     sinks: int = 4
 
+    def __post_init__(self) -> None:
+        check_number("sinks", self.sinks, 0, 1_000_000, whole=True)
+
     def score(self, ctx: LayerContext) -> np.ndarray:
         order = np.arange(ctx.n, dtype=np.float64)
         return np.where(order < self.sinks, ctx.n + order, order)
@@ -56,7 +60,10 @@ class H2O(Policy):
     every chunk's queries), plus a recent window of `recent` x budget newest tokens."""
 
     recent: float = 0.5
-    needs = frozenset({"prefill_attention"})
+    reads_accumulated = True
+
+    def __post_init__(self) -> None:
+        check_number("recent", self.recent, 0.0, 1.0)
 
     def score(self, ctx: LayerContext) -> np.ndarray:
         acc = np.asarray(ctx.accumulated, dtype=np.float64)
@@ -75,7 +82,10 @@ class SnapKV(Policy):
 
     window: int = 16
     kernel: int = 5
-    needs = frozenset({"prefill_attention"})
+
+    def __post_init__(self) -> None:
+        check_number("window", self.window, 1, 4096, whole=True)
+        check_number("kernel", self.kernel, 1, 1025, whole=True)
 
     def observation_rows(self) -> int:
         return self.window
@@ -103,6 +113,10 @@ class PyramidKV(SnapKV):
     the last layer budget / beta, and the layers together keep n_layers x budget."""
 
     beta: float = 20.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_number("beta", self.beta, 1.0, 1e6)  # the last layer keeps budget / beta >= 1 tokens
 
     def layer_budgets(self, n_layers: int, budget: int) -> list[int]:
         total = n_layers * budget

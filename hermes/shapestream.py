@@ -1,6 +1,6 @@
 """ShapeStream: a deterministic procedural streaming-video world with exact questions.
 
-    from hermes.synthetic import generate
+    from hermes.shapestream import generate
     stream = generate(seed=7, seconds=48, fps=2, size=(64, 64))
     stream.frames       # uint8 (T, H, W, 3)
     stream.timestamps   # (T,) seconds
@@ -10,30 +10,31 @@
 The world: up to four shapes (circle, square, triangle, cross; black outlines), each at
 most once per stream and in its own quarter of the screen, appear, drift, change colour and leave; the
 background shade changes now and then. The world is continuous (seconds, unit square),
-so the same stream renders at any fps and size: large in the app, 64 px for the model.
+so the same stream renders at any fps and size: large in the app, 64 px for the model
+(hermes.shapestream_render draws the pixels).
 
 Question categories (DESIGN section 5): real-time perception (what is on screen now),
 backward tracing (evidence in the past), counting (how many so far), temporal order
 (did X come before Y). A question at time t is about the frames with timestamp <= t.
+TEMPLATES is the one table of them (how to ask, parse, answer, find the evidence, the answers
+allowed) and grade() the one rule for whether a reply is right.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from hermes.shapestream_render import BACKGROUNDS, COLOURS, render
+
 SHAPES = ("circle", "square", "triangle", "cross")
-COLOURS = {"red": (220, 50, 47), "green": (60, 190, 70), "blue": (50, 100, 230), "yellow": (235, 215, 40)}
-BACKGROUNDS = ((120, 120, 120), (165, 165, 165), (205, 205, 205))
 CATEGORIES = ("perception", "backward", "counting", "order")
 QUADRANTS = ((0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75))  # (y, x) centres
 MIN_SEGMENT_S = 2.5  # every lifetime and colour segment lasts at least this long (visible when sampled)
 DRIFT = 0.06  # how far a shape wanders from its quarter's centre, in screen sides
-# A black outline this thick (in screen sides) around every shape: it gives a shape the same
-# edges whatever its colour, which a small vision tower learns far faster than colour-dependent edges.
-OUTLINE = 0.045
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class Stream:
     questions: list[Question] = field(default_factory=list)
 
 
-# ---- world -------------------------------------------------------------------------------
+# ---- world (rendered by hermes.shapestream_render) ---------------------------------------
 
 
 def _world(rng: np.random.Generator, seconds: float) -> tuple[list[ShapeObject], list[tuple[float, int]]]:
@@ -131,97 +132,7 @@ def _events(objects: list[ShapeObject], scenes: list[tuple[float, int]], seconds
     return sorted(events, key=lambda e: (e.time, e.kind))
 
 
-# ---- rendering ---------------------------------------------------------------------------
-
-
-def _shape_mask(shape: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float) -> np.ndarray:
-    dy, dx = yy - cy, xx - cx
-    if shape == "circle":
-        return dy**2 + dx**2 <= r**2
-    if shape == "square":
-        return (np.abs(dy) <= r * 0.85) & (np.abs(dx) <= r * 0.85)
-    if shape == "triangle":  # apex up
-        return (dy <= r * 0.8) & (dy >= -r) & (np.abs(dx) <= (dy + r) * 0.6)
-    arm = r * 0.35  # cross
-    return ((np.abs(dy) <= arm) & (np.abs(dx) <= r)) | ((np.abs(dx) <= arm) & (np.abs(dy) <= r))
-
-
-def render(objects: list[ShapeObject], scenes: list[tuple[float, int]], t: float, size: tuple[int, int]
-           ) -> np.ndarray:
-    """uint8 (H, W, 3) frame of the world at time t."""
-    height, width = size
-    background = [b for start, b in scenes if start <= t][-1]
-    frame = np.empty((height, width, 3), np.uint8)
-    frame[:] = BACKGROUNDS[background]
-    yy, xx = np.mgrid[0:height, 0:width]
-    yy, xx = (yy + 0.5) / height, (xx + 0.5) / width
-    for o in objects:
-        if o.visible(t):
-            cy, cx = o.centre(t)
-            frame[_shape_mask(o.shape, yy, xx, cy, cx, o.radius)] = (0, 0, 0)
-            frame[_shape_mask(o.shape, yy, xx, cy, cx, o.radius - OUTLINE)] = COLOURS[o.colour_at(t)]
-    return frame
-
-
-def cell_labels(stream: Stream, grid: int) -> tuple[np.ndarray, np.ndarray]:
-    """Dense per-frame targets: for a grid x grid split of each frame, the shape and colour
-    index (0 = nothing) of the object in the cell's quarter of the screen (every object stays
-    in its own quarter, so each of a quarter's cells names the whole object, not a fragment
-    of it). (T, grid*grid) each."""
-    n = len(stream.timestamps)
-    shapes = np.zeros((n, grid * grid), np.int64)
-    colours = np.zeros((n, grid * grid), np.int64)
-    for o in stream.objects:
-        cells = quadrant_cells(o.quadrant, grid)
-        for i, t in enumerate(stream.timestamps):
-            if o.visible(float(t)):
-                shapes[i, cells] = SHAPES.index(o.shape) + 1
-                colours[i, cells] = list(COLOURS).index(o.colour_at(float(t))) + 1
-    return shapes, colours
-
-
-def quadrant_cells(quadrant: tuple[float, float], grid: int) -> np.ndarray:
-    """Row-major indices of the grid x grid cells inside a quarter of the screen."""
-    rows, cols = np.divmod(np.arange(grid * grid), grid)
-    top = (rows + 0.5) / grid < 0.5
-    left = (cols + 0.5) / grid < 0.5
-    return np.nonzero((top == (quadrant[0] < 0.5)) & (left == (quadrant[1] < 0.5)))[0]
-
-
-EVENT_CLASSES = ("none", "steady", "appeared", "appeared first", "colour changed")
-
-
-def event_labels(stream: Stream, grid: int) -> dict[str, np.ndarray]:
-    """Dense per-frame *event* targets, each (T, grid*grid), -100 where a label does not apply.
-
-    They name what happened in a frame at the cells of the object it happened to, so the
-    evidence a question needs sits in the frame where the event was seen:
-    - event: EVENT_CLASSES index (nothing, steady, appeared now, appeared now as the
-      stream's first shape, colour changed since the previous frame);
-    - ordinal: at an appearance, how many shapes had appeared before it (0-3);
-    - change: at a colour change, how many changes of that shape came before it (0-1)."""
-    shapes, _ = cell_labels(stream, grid)
-    ts = stream.timestamps
-    order = sorted(stream.objects, key=lambda o: o.appear)
-    by_shape = {o.shape: o for o in stream.objects}
-    event = np.where(shapes > 0, 1, 0)
-    ordinal = np.full_like(shapes, -100)
-    change = np.full_like(shapes, -100)
-    for i in range(len(ts)):
-        for k in np.unique(shapes[i][shapes[i] > 0]):
-            o = by_shape[SHAPES[k - 1]]
-            cells = shapes[i] == k
-            before = i > 0 and o.visible(float(ts[i - 1]))
-            if not before:
-                event[i][cells] = 3 if o is order[0] else 2
-                ordinal[i][cells] = order.index(o)
-            elif o.colour_at(float(ts[i])) != o.colour_at(float(ts[i - 1])):
-                event[i][cells] = 4
-                change[i][cells] = len([c for c in o.colours[1:] if c[0] <= ts[i]]) - 1
-    return {"event": event, "ordinal": ordinal, "change": change}
-
-
-# ---- questions ---------------------------------------------------------------------------
+# ---- questions: ONE table of templates --------------------------------------------------
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five")
 
@@ -232,6 +143,71 @@ def _seen(objects: list[ShapeObject], t: float) -> list[ShapeObject]:
 
 def by_shape(objects: list[ShapeObject], shape: str) -> ShapeObject | None:
     return next((o for o in objects if o.shape == shape), None)
+
+
+@dataclass
+class Moment:
+    """What a question may be asked about at time t (the templates' `subjects` read it)."""
+
+    seen: list[ShapeObject]  # appeared by t, in order of appearance
+    now: list[ShapeObject]  # on screen at t
+    changed: list[ShapeObject]  # changed colour by t
+    rng: np.random.Generator
+
+    def pick(self, items: list[ShapeObject]) -> tuple[str]:
+        return (items[int(self.rng.integers(len(items)))].shape,)
+
+
+@dataclass
+class Frames:
+    """The sampled frames up to a question (the templates' `evidence` reads them)."""
+
+    timestamps: np.ndarray
+    now: int  # index of the newest frame at the question's time
+    sampled: list[ShapeObject]  # appeared and on some frame so far, in order of appearance
+
+    def first_frame(self, o: ShapeObject) -> int:
+        return next(i for i in range(self.now + 1) if o.visible(float(self.timestamps[i])))
+
+    def changes(self, o: ShapeObject) -> list[int]:
+        ts = self.timestamps
+        return [i for i in range(1, self.now + 1) if o.visible(float(ts[i])) and o.visible(float(ts[i - 1]))
+                and o.colour_at(float(ts[i])) != o.colour_at(float(ts[i - 1]))]
+
+    def appearances(self, *named: ShapeObject | None) -> list[list[tuple[int, str]]]:
+        """One slot per named object: the frame where it was first seen ([] unless all were)."""
+        if not named or not all(o in self.sampled for o in named):
+            return []
+        return [[(self.first_frame(o), o.shape)] for o in named]
+
+
+@dataclass(frozen=True)
+class Template:
+    """One ShapeStream question template: how to ask it, answer it, find its evidence.
+
+    ask: the question text, "{}" where it names a shape; its normalised form (lower-case
+    words, "{}" as a shape name) is the pattern a question is parsed with, and "X" for each
+    "{}" is its name (the row label of the per-template tables).
+    subjects(moment) -> the shapes to name (() for none), or None when it cannot be asked.
+    solve(objects, t, *shapes) -> the answer from the world up to t, None when it has none.
+    evidence(frames, *objects) -> per object the question is about (two for order, one
+    otherwise) the (frame index, shape) pairs whose tokens show the answer ("" = whole frame).
+    options: every answer it can have (its chance level is one over their number)."""
+
+    category: str
+    ask: str
+    subjects: Callable[[Moment], tuple[str, ...] | None]
+    solve: Callable[..., str | None]
+    evidence: Callable[..., list[list[tuple[int, str]]]]
+    options: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.ask.format(*["X"] * self.ask.count("{}"))
+
+    @property
+    def pattern(self) -> str:
+        return " ".join(r"(\w+)" if w == "{}" else w for w in self.ask.split() if w != "?")
 
 
 def _colour_now(objects, t, shape):
@@ -254,31 +230,81 @@ def _before(objects, t, a, b):
     return ("yes" if seen.index(a) < seen.index(b) else "no") if a in seen and b in seen and a != b else None
 
 
-# question template (regex over the normalised text) -> (category, answer from the world at time t;
-# None when the question has no answer then, e.g. about a shape not seen yet)
-TEMPLATES: list[tuple[str, str, object]] = [
-    (r"what colour is the (\w+) now", "perception", _colour_now),
-    (r"how many shapes are on the screen now", "perception",
-     lambda objects, t: NUMBERS[len([o for o in objects if o.visible(t)])]),
-    (r"what colour was the (\w+) when it appeared", "backward", _colour_first),
-    (r"which shape appeared first", "backward",
-     lambda objects, t: _seen(objects, t)[0].shape if _seen(objects, t) else None),
-    (r"how many shapes have appeared so far", "counting", lambda objects, t: NUMBERS[len(_seen(objects, t))]),
-    (r"how many times did the (\w+) change colour", "counting", _changes),
-    (r"did the (\w+) appear before the (\w+)", "order", _before),
-]
+def _latest_change(f: Frames, o: ShapeObject | None) -> list[list[tuple[int, str]]]:
+    return [[((f.changes(o) or [f.first_frame(o)])[-1], o.shape)]] if o in f.sampled else []
+
+
+def _two_seen(m: Moment) -> tuple[str, str] | None:
+    return tuple(m.seen[i].shape for i in m.rng.permutation(len(m.seen))[:2]) if len(m.seen) >= 2 else None
+
+
+# The order is the order questions are generated in (it fixes what each seed asks).
+TEMPLATES: tuple[Template, ...] = (
+    Template("perception", "what colour is the {} now ?", lambda m: m.pick(m.now) if m.now else None, _colour_now,
+             lambda f, o: [[(f.now, o.shape)] if o and o.visible(float(f.timestamps[f.now])) else []],
+             tuple(COLOURS)),
+    Template("perception", "how many shapes are on the screen now ?", lambda m: (),
+             lambda objects, t: NUMBERS[len([o for o in objects if o.visible(t)])],
+             lambda f: [[(f.now, "")]], NUMBERS[:len(SHAPES) + 1]),
+    Template("backward", "what colour was the {} when it appeared ?",
+             lambda m: m.pick(m.changed) if m.changed else None, _colour_first, Frames.appearances, tuple(COLOURS)),
+    Template("backward", "which shape appeared first ?", lambda m: () if m.seen else None,
+             lambda objects, t: _seen(objects, t)[0].shape if _seen(objects, t) else None,
+             lambda f: f.appearances(f.sampled[0]) if f.sampled else [], SHAPES),
+    Template("counting", "how many shapes have appeared so far ?", lambda m: (),
+             lambda objects, t: NUMBERS[len(_seen(objects, t))],
+             lambda f: f.appearances(f.sampled[-1]) if f.sampled else [], NUMBERS[1:len(SHAPES) + 1]),
+    Template("counting", "how many times did the {} change colour ?", lambda m: m.pick(m.seen) if m.seen else None,
+             _changes, _latest_change, NUMBERS[:3]),  # 0-2 changes per shape
+    Template("order", "did the {} appear before the {} ?", _two_seen, _before, Frames.appearances, ("yes", "no")),
+)
+
+
+def template_of(question: str) -> tuple[Template, tuple[str, ...]] | None:
+    """The template a question is in and the shapes it names, or None outside the templates
+    (case, punctuation and spacing do not matter)."""
+    text = " ".join(re.findall(r"[a-z]+", question.lower()))
+    for template in TEMPLATES:
+        m = re.fullmatch(template.pattern, text)
+        if m and all(g in SHAPES for g in m.groups()):
+            return template, m.groups()
+    return None
+
+
+def template_name(question: str) -> str:
+    """The name of a question's template ("did the X appear before the X ?"); the question itself
+    outside the templates."""
+    found = template_of(question)
+    return found[0].name if found else question
+
+
+def chance_level(question: str) -> float:
+    """The chance level of a question in the templates: one over the answers its template allows."""
+    return 1 / len(template_of(question)[0].options)
+
+
+def grade(answer_text: str, truth: str) -> bool:
+    """Is a reply right? Its first word, lower-cased with full stops as spaces, is the truth's
+    ("Red." and "red it is" pass for "red"; "blue red", "reddish" and "" do not). The one grading
+    rule of the project: the accuracy study, the soak, the benchmarks, the trainer's evaluation and
+    the app's check mark all call it."""
+
+    def first_word(text: str) -> str:
+        words = text.strip().lower().replace(".", " ").split()
+        return words[0] if words else ""
+
+    return first_word(answer_text) == first_word(truth)
 
 
 def answer(objects: list[ShapeObject], question: str, t: float) -> tuple[str, str] | None:
     """(answer, category) of a question in one of ShapeStream's templates about the frames up
     to time t, or None when the text matches no template or has no answer at t."""
-    text = " ".join(re.findall(r"[a-z]+", question.lower()))
-    for pattern, category, fn in TEMPLATES:
-        m = re.fullmatch(pattern, text)
-        if m and all(g in SHAPES for g in m.groups()):
-            result = fn(objects, t, *m.groups())
-            return (result, category) if result is not None else None
-    return None
+    found = template_of(question)
+    if found is None:
+        return None
+    template, shapes = found
+    result = template.solve(objects, t, *shapes)
+    return (result, template.category) if result is not None else None
 
 
 def evidence(stream: Stream, question: Question) -> list[list[tuple[int, str]]]:
@@ -287,63 +313,29 @@ def evidence(stream: Stream, question: Question) -> list[list[tuple[int, str]]]:
     (shape "" = the whole frame): the newest frame for questions about now, the frame where
     a shape appeared (for "how many so far", the newest appearance: its rank is the count),
     the frame of a shape's latest colour change. [] for questions outside the templates."""
+    found = template_of(question.question)
+    if found is None:
+        return []
+    template, shapes = found
     ts = stream.timestamps
     now = int(np.searchsorted(ts, question.time + 1e-6)) - 1
     seen = _seen(stream.objects, float(ts[now]))
-
-    def first_frame(o: ShapeObject) -> int:
-        return next(i for i in range(now + 1) if o.visible(float(ts[i])))
-
-    def changes(o: ShapeObject) -> list[int]:
-        return [i for i in range(1, now + 1) if o.visible(float(ts[i])) and o.visible(float(ts[i - 1]))
-                and o.colour_at(float(ts[i])) != o.colour_at(float(ts[i - 1]))]
-
-    text = " ".join(re.findall(r"[a-z]+", question.question.lower()))
-    named = [by_shape(seen, g) for g in re.findall(r"the (circle|square|triangle|cross)", text)]
     sampled = [o for o in seen if any(o.visible(float(t)) for t in ts[: now + 1])]  # on some frame so far
-    if text.startswith("how many shapes are on"):
-        return [[(now, "")]]
-    if text.startswith("what colour is"):
-        return [[(now, o.shape) for o in named if o and o.visible(float(ts[now]))]]
-    if text.startswith("which shape appeared first"):
-        return [[(first_frame(sampled[0]), sampled[0].shape)]] if sampled else []
-    if text.startswith("how many shapes have appeared"):
-        return [[(first_frame(sampled[-1]), sampled[-1].shape)]] if sampled else []
-    if text.startswith("how many times") and named[0] in sampled:
-        return [[((changes(named[0]) or [first_frame(named[0])])[-1], named[0].shape)]]
-    if named and all(o in sampled for o in named):  # what colour was X when it appeared / did X appear before Y
-        return [[(first_frame(o), o.shape)] for o in named]
-    return []
+    return template.evidence(Frames(ts, now, sampled), *[by_shape(seen, s) for s in shapes])
 
 
 def questions_at(objects: list[ShapeObject], t: float, rng: np.random.Generator) -> list[Question]:
     """Every question template that has a well-defined answer from the frames up to time t;
     one instance per template (random choice of the object it is about)."""
     seen = _seen(objects, t)
-    now = [o for o in seen if o.visible(t)]
-    changed = [o for o in seen if len([c for c in o.colours if c[0] <= t]) > 1]
-
-    def pick(items):
-        return items[int(rng.integers(len(items)))]
-
-    texts = []
-    if now:
-        texts.append(f"what colour is the {pick(now).shape} now ?")
-    texts.append("how many shapes are on the screen now ?")
-    if changed:
-        texts.append(f"what colour was the {pick(changed).shape} when it appeared ?")
-    if seen:
-        texts.append("which shape appeared first ?")
-    texts.append("how many shapes have appeared so far ?")
-    if seen:
-        texts.append(f"how many times did the {pick(seen).shape} change colour ?")
-    if len(seen) >= 2:
-        i, j = rng.permutation(len(seen))[:2]
-        texts.append(f"did the {seen[i].shape} appear before the {seen[j].shape} ?")
+    moment = Moment(seen, [o for o in seen if o.visible(t)],
+                    [o for o in seen if len([c for c in o.colours if c[0] <= t]) > 1], rng)
     out = []
-    for text in texts:
-        reply, category = answer(objects, text, t)
-        out.append(Question(text, reply, t, category))
+    for template in TEMPLATES:
+        shapes = template.subjects(moment)
+        if shapes is not None:
+            out.append(Question(template.ask.format(*shapes), template.solve(objects, t, *shapes), t,
+                                template.category))
     return out
 
 

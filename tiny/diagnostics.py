@@ -1,14 +1,14 @@
 """Why hermes-tiny gets a question template wrong: where it looks, what it brings back, and
 whether the answering row knows which shape the question names.
 
-    python analysis/tiny_diagnostics.py                    # the bundled model, 24 streams, ~1 min
-    python analysis/tiny_diagnostics.py --model runs/v5/export --streams 8
+    python -m tiny.diagnostics                    # the bundled model, 24 streams, ~1 min
+    python -m tiny.diagnostics --model runs/v5/export --streams 8
 
 For held-out ShapeStream streams (seeds 200+, 64 s at 2 fps, no eviction: one
 full-sequence forward in the engine's layout, as training lays it out), per question template:
 - answer: the model's first answer word is right;
 - mass / top: the share of attention that the retrieval heads of `--layer` (the heads the
-  training supervises, train_tiny.RETRIEVAL_HEADS) put on the tokens that hold the
+  training supervises, tiny.samples.RETRIEVAL_HEADS) put on the tokens that hold the
   evidence, and how often their most-attended token is one of them; for order questions
   "did the X appear before the Y", the first head (attention head 0) must find X and the
   second (attention head 2) Y;
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -33,23 +32,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from analysis import result_name  # noqa: E402
-from analysis.accuracy import template  # noqa: E402
-from hermes.backbones import Backbone, load_backbone  # noqa: E402
-from hermes.synthetic import SHAPES, generate  # noqa: E402
-from hermes.train_tiny import (  # noqa: E402
-    RETRIEVAL_HEADS,
-    Sample,
-    build_sample,
-    head_attention,
-    head_output,
-    read_words,
-)
-
-RESULTS = ROOT / "analysis" / "results"
+from analysis.common import RESULTS, result_name
+from hermes.backbones import Backbone, load_backbone
+from hermes.shapestream import SHAPES, generate, grade, template_name
+from tiny.losses import head_attention, head_output, read_words
+from tiny.samples import RETRIEVAL_HEADS, Sample, build_sample
 
 
 @torch.no_grad()
@@ -61,8 +48,9 @@ def stream_rows(bb: Backbone, sample: Sample, questions: list, layer: int) -> tu
                             output_hidden_states=True)
     logits = bb.model.lm_head(out.last_hidden_state[0])  # (N, V)
     rows = sample.named_rows.tolist()
-    found = [{"template": template(q.question), "answer": int(logits[r].argmax()) == int(sample.targets[r])}
-             for q, r in zip(questions, rows, strict=True)]
+    said = bb.tokenizer.convert_ids_to_tokens(logits[rows].argmax(-1).tolist())  # one word per token
+    found = [{"template": template_name(q.question), "answer": grade(word, q.answer)}
+             for q, word in zip(questions, said, strict=True)]
     x = bb.language_model.layers[layer].input_layernorm(out.hidden_states[layer][0])  # (N, D)
     for k, ((ev_rows, hold), head) in enumerate(zip(sample.evidence, RETRIEVAL_HEADS, strict=True)):
         if not len(ev_rows):

@@ -1,0 +1,86 @@
+"""Pacing: which frames are due for ingest, from a file played in the browser or the webcam.
+
+    playback = Playback(source.frames(fps=2.0, max_side=512), fps=2.0)
+    frames, times = playback.due(playhead=12.5, limit=64)   # decoded frames with time <= playhead
+    playback.behind(ingested_s)                             # how far ingest lags the player
+    t = playback.webcam_time(time.monotonic())              # a webcam frame's time, None if not due
+
+A file: the browser reports the player's current time; `due` decodes frames up to it, at
+most `limit` per call (one tick's bounded work), and holds back the first frame that is
+not due yet. When the file ends or breaks mid-stream, `ended` is set (and `notice` says
+why it broke); what was read stays read. The webcam: frames are timed by the wall clock
+from the first one and sampled at `fps`. No engine and no gradio here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.sources import Frames
+from hermes.errors import VideoError
+
+
+class Playback:
+    def __init__(self, frames: Frames | None, fps: float) -> None:
+        self.frames = frames  # the source's decoded (frame, time) pairs; None: nothing left to read
+        self.fps = fps
+        self.playhead = 0.0  # the furthest time the player has reported
+        self.ended = False
+        self.notice = ""  # why reading stopped early, if it did
+        self._held: tuple[np.ndarray, float] | None = None  # decoded, not yet due
+        self._webcam_t0: float | None = None
+        self._webcam_last: float | None = None
+
+    @property
+    def reading(self) -> bool:
+        """True while the file has frames left to read."""
+        return self.frames is not None
+
+    def due(self, playhead: float, limit: int) -> tuple[list[np.ndarray], list[float]]:
+        """Up to `limit` frames with time <= playhead, in order, with their times."""
+        self.playhead = max(self.playhead, float(playhead or 0.0))
+        frames: list[np.ndarray] = []
+        times: list[float] = []
+        while self.frames is not None and len(frames) < limit:
+            if self._held is None:
+                try:
+                    self._held = next(self.frames)
+                except StopIteration:
+                    self._end()
+                    break
+                except VideoError as err:  # a file that breaks mid-stream: keep what was ingested
+                    self._end(f"decoding stopped: {err}")
+                    break
+            frame, t = self._held
+            if t > self.playhead + 1e-6:
+                break
+            frames.append(frame)
+            times.append(t)
+            self._held = None
+        return frames, times
+
+    def stop(self) -> None:
+        """Read nothing more; the stream counts as ended."""
+        self._end()
+
+    def behind(self, ingested_s: float) -> float:
+        """Seconds the player is ahead of the newest ingested frame, beyond one sampling step
+        (0 when nothing is left to read)."""
+        return max(0.0, self.playhead - ingested_s - 1.0 / self.fps) if self.reading else 0.0
+
+    def webcam_time(self, now: float) -> float | None:
+        """The stream time of a webcam frame arriving at `now` (monotonic seconds), or None
+        when it comes sooner than 1 / fps after the last frame kept."""
+        if self._webcam_t0 is None:
+            self._webcam_t0 = now
+        t = round(now - self._webcam_t0, 3)
+        if self._webcam_last is not None and t < self._webcam_last + 1.0 / self.fps - 1e-3:
+            return None
+        self._webcam_last = self.playhead = t
+        return t
+
+    def _end(self, notice: str = "") -> None:
+        self.frames = None
+        self._held = None
+        self.ended = True
+        self.notice = notice or self.notice

@@ -1,0 +1,104 @@
+"""Eviction: cut every layer of the cache back to its budget, as the policy scores it.
+
+    result = evict(cache, policy, budget=256, attention=..., window=..., frames_seen=..., watch=watch)
+    result.budgets, result.evicted        # (L,) tokens each layer may keep / lost this time
+
+One entry point, four steps: per-layer budgets from the policy; a score for every evictable
+token of every layer (the policy sees one layer at a time through a ``LayerContext``);
+cross-layer smoothing from the deepest layer up; the cut, keeping the top ``budget`` per
+layer and, where the policy says so, folding the rest into one summary token. Prefix
+tokens are never candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hermes.cache import PREFIX, SUMMARY, HermesCache, HermesLayer
+from hermes.errors import HermesError
+from hermes.policies import LayerContext, Policy
+from hermes.policies.base import keep_set, smooth_across_layers
+from hermes.telemetry import Stopwatch
+
+
+@dataclass
+class Eviction:
+    """What one eviction did."""
+
+    budgets: list[int] | None  # (L,) tokens each layer may keep; None: no limit
+    evicted: np.ndarray  # (L,) tokens each layer lost (net of a new summary token)
+
+
+def layer_budgets(policy: Policy, n_layers: int, budget: int | None) -> list[int] | None:
+    """The policy's per-layer budgets, checked; None when nothing is evicted."""
+    if not policy.evicts or budget is None:
+        return None
+    budgets = list(policy.layer_budgets(n_layers, budget))
+    if len(budgets) != n_layers or min(budgets) < 1:
+        raise HermesError(f"policy {policy.name!r} gave layer budgets {budgets}; need {n_layers} numbers >= 1")
+    return budgets
+
+
+def evict(cache: HermesCache, policy: Policy, budget: int | None, attention: dict[str, list[np.ndarray]],
+          window: dict[int, torch.Tensor], frames_seen: int, watch: Stopwatch) -> Eviction:
+    """Score every layer, smooth across layers, cut each layer to its budget.
+
+    attention: pseudo-query name -> per layer (len(layer),) attention; window: layer -> (w, k)
+    attention rows of the chunk's last queries (empty when the policy reads none). Times
+    "score" and "evict" on `watch`."""
+    n_layers = len(cache.layers)
+    budgets = layer_budgets(policy, n_layers, budget)
+    evicted = np.zeros(n_layers, dtype=np.int64)
+    index = [layer.evictable_index() for layer in cache.layers]
+    if budgets is None or all(len(idx) <= b for idx, b in zip(index, budgets, strict=True)):
+        return Eviction(budgets, evicted)
+    with watch.lap("score"):
+        scores = [score_layer(policy, cache.layers[i], i, n_layers, budgets[i], index[i], attention, window,
+                              frames_seen) for i in range(n_layers)]
+        scores = smooth_across_layers(scores, [policy.smoothing_lam(i, n_layers) for i in range(n_layers)])
+    with watch.lap("evict"):
+        for i, layer in enumerate(cache.layers):
+            if len(index[i]) > budgets[i]:
+                evicted[i] = cut_layer(layer, index[i], scores[i], budgets[i], policy.summarize(i, n_layers))
+    return Eviction(budgets, evicted)
+
+
+def score_layer(policy: Policy, layer: HermesLayer, layer_idx: int, n_layers: int, budget: int, index: torch.Tensor,
+                attention: dict[str, list[np.ndarray]], window: dict[int, torch.Tensor], frames_seen: int
+                ) -> np.ndarray:
+    """(n,) checked scores of one layer's evictable tokens at `index`."""
+    idx = index.numpy()
+    ctx = LayerContext(
+        layer=layer_idx, n_layers=n_layers, budget=budget, positions=layer.positions[index].numpy(),
+        frames=layer.frames[index].numpy(), kinds=layer.kinds[index].numpy(), frames_seen=frames_seen,
+        attention={name: per_layer[layer_idx][idx] for name, per_layer in attention.items()} or None,
+        accumulated=layer.acc[index].numpy() if policy.reads_accumulated else None,
+        window_attention=window[layer_idx][:, : len(layer)][:, index].cpu().numpy() if window else None,
+    )
+    scores = np.asarray(policy.score(ctx), dtype=np.float64).reshape(-1)
+    if scores.shape != (len(idx),):
+        raise HermesError(f"policy {policy.name!r} returned {scores.shape} scores for {len(idx)} tokens")
+    if not np.isfinite(scores).all():
+        raise HermesError(f"policy {policy.name!r} returned scores that are not finite numbers")
+    return scores
+
+
+def cut_layer(layer: HermesLayer, index: torch.Tensor, scores: np.ndarray, budget: int, summarize: bool) -> int:
+    """Keep the top-scoring evictable tokens of one layer; with `summarize`, fold the rest into
+    a summary token (the old summary is always folded in again, so a layer holds one).
+    Returns how many tokens the layer lost (net of the summary)."""
+    n = len(index)
+    candidates = np.arange(n)
+    if summarize:
+        candidates = candidates[layer.kinds[index].numpy() != SUMMARY]
+    keep = candidates[keep_set(scores[candidates], budget - 1 if summarize else budget)]
+    drop = torch.from_numpy(np.setdiff1d(np.arange(n), keep))
+    kept_positions = layer.positions[index[torch.from_numpy(keep)]]  # positions are unique in a layer
+    if summarize:
+        layer.fold(index[drop])  # one summary token, at the smallest folded position
+    stays = (layer.kinds == PREFIX) | (layer.kinds == SUMMARY) | torch.isin(layer.positions, kept_positions)
+    layer.keep(stays.nonzero().flatten())
+    return n - len(layer.evictable_index())
