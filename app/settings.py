@@ -30,7 +30,7 @@ HERMES = policies.Hermes()  # the hermes policy's defaults (its dataclass)
 POLICY_KNOBS = ("shallow_ratio", "deep_ratio", "smoothing", "summary")  # hermes parameters the panel offers
 APP_BUDGET = 256  # the engine's default cache is unbounded; a live demo shows eviction
 APP_FPS = 2.0  # the bundled examples are rendered for 2-fps sampling (the engine reads files at 1 fps)
-TELEMETRY_QUERIES = ("global",)  # the attention map draws the global pseudo-query for every policy
+TELEMETRY_QUERIES = ("global", "local")  # the attention map offers both views for every policy (ATTENTION_VIEWS)
 
 
 def _env_int(name: str, default: int) -> int:

@@ -9,19 +9,19 @@ import numpy as np
 import torch
 from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
+from hermes.attention import ATTENTION_NAME
 from hermes.backbones import Backbone
 
 
 @contextlib.contextmanager
 def stock_attention(backbone: Backbone) -> Iterator[None]:
     """Run the language model with transformers' own SDPA attention and causal mask."""
-    cfg = backbone.language_model.config
-    saved = cfg._attn_implementation
-    cfg._attn_implementation = "sdpa"
+    lm = backbone.language_model
+    lm.set_attn_implementation("sdpa")
     try:
         yield
     finally:
-        cfg._attn_implementation = saved
+        lm.set_attn_implementation(ATTENTION_NAME)
 
 
 def stream_embeds(backbone: Backbone, frames: np.ndarray, chunk_frames: int) -> torch.Tensor:

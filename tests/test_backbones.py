@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hermes import HermesError
+from hermes.attention import record_attention
 from hermes.backbones import BUNDLED_MODELS, load_backbone, split_chat_template
 from hermes.tokenizer import build_tokenizer
 from tests.conftest import random_frames
@@ -41,7 +42,9 @@ def test_saved_directory_loads_through_the_pretrained_path(backbone, tmp_path):
                                                       "pseudo_queries": {"local": "now ?", "global": "all ?"}}))
     assert any(p.suffix == ".safetensors" for p in tmp_path.iterdir())
     loaded = load_backbone(str(tmp_path))
-    assert loaded.language_model.config._attn_implementation == "hermes"
+    with record_attention() as rec:  # only the registered hermes attention records
+        loaded.language_model(inputs_embeds=loaded.embed_ids([5, 6]), use_cache=False)
+    assert sorted(rec.totals) == list(range(loaded.n_layers))
     assert loaded.pseudo_queries == {"local": "now ?", "global": "all ?"}
     assert loaded.prefix_text.endswith("<|im_start|>user\n") and "you watch a video stream ." in loaded.prefix_text
     frames = random_frames(2)
