@@ -52,6 +52,7 @@ from analysis import common, shard
 from hermes.attention import select_keys
 from hermes.backbones import Backbone, load_backbone
 from hermes.cache import PREFIX
+from hermes.decode import run_text
 from hermes.engine import StreamEngine, load_engine
 from hermes.shapestream import generate
 from hermes.telemetry import process_rss_mib
@@ -85,12 +86,12 @@ def sync() -> None:
 
 
 def decode_step_s(engine: StreamEngine) -> float:
-    """Seconds of one decode step: a one-token forward over the engine's cache and its
-    next-token logits (nothing written)."""
+    """Seconds of one decode step: a one-token forward over the engine's cache (nothing written;
+    the output projection is left out, as in the committed figures)."""
     token = engine.backbone.question_ids(QUESTION)[-1:]
     sync()
     t0 = time.perf_counter()
-    engine.peek(token)
+    run_text(engine.backbone, engine.cache, token, write=False)
     sync()
     return time.perf_counter() - t0
 

@@ -300,7 +300,7 @@ class HermesCache(Cache):
             self.compact_all()
         if not self.room_for(n, max_positions):
             raise HermesError(
-                f"the cache holds {max(self.evictable_lengths())} video tokens and cannot take {n} more within "
+                f"the cache holds {max(self.evictable_lengths())} evictable tokens and cannot take {n} more within "
                 f"the model's {max_positions} positions; use a policy that evicts, with a budget")
 
     def reindex(self, eager: bool, limit: int) -> None:
@@ -353,6 +353,11 @@ class HermesCache(Cache):
             yield
         finally:
             self.rewind(mark)
+
+    def crop(self, tokens_to_remove: int) -> None:
+        """transformers' meaning (drop the newest -n tokens of every layer). The stream's next
+        position stays: positions are never reused (lazy re-indexing leaves gaps too)."""
+        super().crop(tokens_to_remove)
 
     def reset(self) -> None:
         super().reset()

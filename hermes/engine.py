@@ -32,6 +32,7 @@ from hermes.backbones import Backbone, load_backbone
 from hermes.cache import PREFIX, HermesCache
 from hermes.config import HermesConfig
 from hermes.decode import Answer, Detokenizer, Peek, append_chunk, greedy, next_logits, run_text
+from hermes.errors import HermesError
 from hermes.inputs import check_frames, check_max_new, check_question, check_times
 from hermes.policies import Policy, get
 from hermes.telemetry import ChunkEvent, QuestionEvent, Stopwatch
@@ -58,10 +59,16 @@ class StreamState:
 class StreamEngine:
     """Streaming video QA over a per-layer KV cache. Thread-safe: calls are serialised."""
 
-    def __init__(self, backbone: Backbone, policy: Policy, config: HermesConfig) -> None:
+    def __init__(self, backbone: Backbone, policy: Policy, config: HermesConfig, *,
+                 resume: tuple[HermesCache, StreamState] | None = None) -> None:
+        """`resume`: start from a cache and stream state made elsewhere (``fork``) instead of
+        an empty stream."""
         self.backbone, self.policy, self.config = backbone, policy, config
         self._lock = threading.RLock()
-        self.reset()
+        if resume is None:
+            self.reset()
+        else:
+            self._cache, self._state = resume
 
     def reset(self) -> None:
         """Forget the stream: empty cache with only the prefix, counters at zero."""
@@ -74,9 +81,8 @@ class StreamEngine:
         """A new engine on the same backbone, policy and config, holding a copy of this one's
         cache (or, per layer l, only the tokens at ``indices[l]``) and its stream counters."""
         with self._lock:
-            other = StreamEngine(self.backbone, self.policy, self.config)
-            other._cache, other._state = self._cache.gather(indices), copy.deepcopy(self._state)
-            return other
+            resume = (self._cache.gather(indices), copy.deepcopy(self._state))
+            return StreamEngine(self.backbone, self.policy, self.config, resume=resume)
 
     # ---- read-only views ----------------------------------------------------------------
     cache = property(lambda self: self._cache, doc="The HermesCache (edit it only through its methods).")
@@ -88,7 +94,8 @@ class StreamEngine:
     last_answer = property(lambda self: self._state.last_answer, doc="The latest Answer.")
     timings = property(lambda self: dict(self._state.timings), doc="Cumulative seconds per chunk stage.")
     prefix_tokens = property(lambda self: self._cache.prefix_length, doc="Prefix tokens, never evicted.")
-    next_position = property(lambda self: self._cache.next_position, doc="Position the next token takes.")
+    next_position = property(lambda self: self._cache.next_position,
+                             doc="Position the next token takes (while an answer decodes: after its tokens).")
 
     # ---- ingest -------------------------------------------------------------------------
     def ingest(self, frames: np.ndarray, timestamps: Sequence[float] | np.ndarray | None = None) -> list[ChunkEvent]:
@@ -117,14 +124,14 @@ class StreamEngine:
     def _step(self, n_frames: int) -> ChunkEvent:
         """One chunk: encode, append, pseudo-queries, evict, re-index, report."""
         state, cache, backbone, n_layers = self._state, self._cache, self.backbone, self.backbone.n_layers
-        first = state.frames_seen
-        frame_ids, kinds = backbone.chunk_layout(first, n_frames)  # (n,) each: where every token comes from
-        cache.make_room(len(kinds), backbone.max_positions)
+        first, pixels = state.frames_seen, torch.stack(state.pending[:n_frames])  # (T, 3, S, S)
+        cache.make_room(n_frames * backbone.tokens_per_frame + 1, backbone.max_positions)
         needs, watch = self.policy.needs(n_layers), Stopwatch()
         with watch.lap("encode"), torch.no_grad():
-            feats = backbone.encode_pixels(torch.stack(state.pending[:n_frames]))  # (1, T * tpf + 1, D)
+            feats = backbone.encode_pixels(pixels)  # (1, T * tokens_per_frame + 1, D)
         with watch.lap("prefill"):
-            rows = needs.observation_rows or 1 if needs.prefill_attention else 0
+            frame_ids, kinds = backbone.chunk_layout(first, n_frames)  # (n,) each: where every token comes from
+            rows = (needs.observation_rows or 1) if needs.prefill_attention else 0
             window = append_chunk(backbone, cache, feats, frame_ids, kinds, rows)
             state.frames_seen += n_frames
         with watch.lap("pseudo"):
@@ -237,6 +244,8 @@ def load_engine(model: str | Backbone = "hermes-tiny", policy: str | Policy = "h
     already loaded Backbone (engines may share one); `policy`: a registered name (with its
     parameters in `policy_params`) or a Policy instance; `config`: HermesConfig fields."""
     cfg = HermesConfig.from_kwargs(budget=budget, **config)
+    if isinstance(policy, Policy) and policy_params:
+        raise HermesError("policy_params go with a policy name; a Policy instance already has its parameters")
     pol = get(policy, **(policy_params or {}))
     backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, seed=seed)
     return StreamEngine(backbone, pol, cfg)

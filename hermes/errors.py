@@ -6,6 +6,8 @@ Every error the engine raises on purpose is a ``HermesError``; video problems ar
 
 from __future__ import annotations
 
+import numbers
+
 
 class HermesError(Exception):
     """A problem the user can fix (bad argument, bad file, missing model...)."""
@@ -20,13 +22,17 @@ def check_number(name: str, value: object, low: float, high: float, *, whole: bo
     """Raise HermesError naming `name` and its range unless `value` is a number in it
     (a whole number when `whole`; `low` itself excluded when `low_open`)."""
     kind = "a whole number" if whole else "a number"
-    ok_type = isinstance(value, int) if whole else isinstance(value, (int, float))
+    ok_type = isinstance(value, numbers.Integral if whole else numbers.Real)
     ok = ok_type and not isinstance(value, bool) and value == value  # NaN is not a number here
     if ok:
         ok = (low < value if low_open else low <= value) and value <= high
     if not ok:
         bracket = "(" if low_open else "["
-        raise HermesError(f"{name} must be {kind} in {bracket}{low:g}, {high:g}], got {value!r}")
+        raise HermesError(f"{name} must be {kind} in {bracket}{_num(low)}, {_num(high)}], got {value!r}")
+
+
+def _num(x: float) -> str:
+    return "inf" if x == float("inf") else f"{x:,g}" if abs(x) < 1e5 else f"{int(x):,}"
 
 
 def check_choice(name: str, value: object, allowed: tuple) -> None:

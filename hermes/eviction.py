@@ -50,9 +50,10 @@ def evict(cache: HermesCache, policy: Policy, budget: int | None, attention: dic
     attention rows of the chunk's last queries (empty when the policy reads none). Times
     "score" and "evict" on `watch`."""
     n_layers = len(cache.layers)
-    budgets = layer_budgets(policy, n_layers, budget)
-    evicted = np.zeros(n_layers, dtype=np.int64)
-    index = [layer.evictable_index() for layer in cache.layers]
+    with watch.lap("evict"):
+        budgets = layer_budgets(policy, n_layers, budget)
+        evicted = np.zeros(n_layers, dtype=np.int64)
+        index = [layer.evictable_index() for layer in cache.layers]
     if budgets is None or all(len(idx) <= b for idx, b in zip(index, budgets, strict=True)):
         return Eviction(budgets, evicted)
     with watch.lap("score"):

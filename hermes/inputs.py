@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 import unicodedata
 from collections.abc import Sequence
 
@@ -66,6 +67,6 @@ def check_max_new(max_new_tokens: int | None, default: int) -> int:
     max_new = default if max_new_tokens is None else max_new_tokens
     if isinstance(max_new, float) and max_new.is_integer():
         max_new = int(max_new)
-    if isinstance(max_new, bool) or not isinstance(max_new, int) or not 1 <= max_new <= 1024:
+    if isinstance(max_new, bool) or not isinstance(max_new, numbers.Integral) or not 1 <= max_new <= 1024:
         raise HermesError(f"max_new_tokens must be in [1, 1024], got {max_new_tokens!r}")
-    return max_new
+    return int(max_new)

@@ -59,9 +59,26 @@ def test_auto_falls_back_to_pyav_when_decord_cannot_open(videos, monkeypatch):
     assert len(frames) == 4 and times[-1] == pytest.approx(1.5, abs=2e-3)
 
 
-def test_auto_goes_on_with_pyav_when_decord_fails_to_decode(tmp_path):
-    # decord2 3.4 cannot copy out 96x64 frames ("The size must exactly match"); PyAV can
+def test_auto_goes_on_with_pyav_when_decord_fails_to_decode(tmp_path, monkeypatch):
+    # decord opens the file but fails to copy frames out (decord2 3.4 did this for some frame
+    # sizes, e.g. "The size must exactly match"); the decord backend says so, auto goes on with PyAV
     path = write_video(tmp_path / "odd.mp4", ramp(height=64, width=96), NATIVE_FPS)
+    real = video.decord.VideoReader
+
+    class FailsToCopy:
+        def __init__(self, *args, **kwargs):
+            self.inner = real(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __len__(self):
+            return len(self.inner)
+
+        def get_batch(self, index):
+            raise RuntimeError("The size must exactly match")
+
+    monkeypatch.setattr(video.decord, "VideoReader", FailsToCopy)
     with pytest.raises(VideoError, match="decoding failed"):
         read_video(path, 2, backend="decord")
     frames, times = read_video(path, 2)

@@ -248,22 +248,16 @@ def finish(bb: Backbone, cfg: TrainConfig, device: torch.device, start: float, s
     return metrics
 
 
+FLAGS = ("out", "work", "seed", "vision_steps", "qa_steps", "lr", "vision_lr", "readout_weight", "probe_weight",
+         "copy_weight", "max_seconds", "save_every", "eval_every")
+
+
 def main() -> None:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=defaults.out)
-    parser.add_argument("--work", type=Path, default=defaults.work)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--vision-steps", type=int, default=defaults.vision_steps)
-    parser.add_argument("--qa-steps", type=int, default=defaults.qa_steps)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--vision-lr", type=float, default=defaults.vision_lr)
-    parser.add_argument("--readout-weight", type=float, default=defaults.readout_weight)
-    parser.add_argument("--probe-weight", type=float, default=defaults.probe_weight)
-    parser.add_argument("--copy-weight", type=float, default=defaults.copy_weight)
-    parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds)
-    parser.add_argument("--save-every", type=int, default=defaults.save_every)
-    parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    for name in FLAGS:  # one flag per TrainConfig field, typed by its default
+        default = getattr(defaults, name)
+        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     parser.add_argument("--export-only", action="store_true", help="save the model from the checkpoint and stop")
     args = parser.parse_args()
     train(TrainConfig(**{k: v for k, v in vars(args).items()}))

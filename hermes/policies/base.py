@@ -29,6 +29,7 @@ evicted tokens into one summary token), ``tier()`` (a label for telemetry).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
@@ -124,6 +125,9 @@ def register(name: str) -> Callable[[P], P]:
     """Class decorator adding a policy to the registry under `name`."""
 
     def deco(cls: P) -> P:
+        if not callable(cls.needs) or "n_layers" not in inspect.signature(cls.queries).parameters:
+            raise HermesError(f"policy {name!r}: declare what it reads with queries(self, n_layers), "
+                              "observation_rows(self) and reads_accumulated; needs() is derived from them")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
