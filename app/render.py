@@ -20,6 +20,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from hermes.shapestream import grade
 from hermes.studies.mechanistic import Study
 from hermes.telemetry import ChunkEvent, QuestionEvent
 
@@ -243,3 +244,21 @@ def study_figure(study: Study | None, title: str = "Question attention by distan
     fig.update_xaxes(title="frames back from the newest frame")
     _layer_axis(fig, heat.shape[0])
     return _layout(fig, f"{title}: {study.n_questions} questions", height=HEIGHT + 40)
+
+
+def chat_messages(chat: Sequence[dict]) -> list[dict]:
+    """Chat entries (question, time, answers per policy, TTFT, ground truth) -> gradio
+    messages; the ground truth line carries one ✓ / ✗ per answer, in policy order, graded by
+    ShapeStream's one rule (``hermes.shapestream.grade``, as the accuracy study grades)."""
+    messages = []
+    for entry in chat:
+        messages.append({"role": "user", "content": f"[{entry['time']:.1f} s] {entry['question']}"})
+        lines = []
+        for policy, text in entry["answers"].items():
+            ttft = entry["ttft_ms"].get(policy)
+            lines.append(f"**{policy}**: {text or '…'}" + (f"  ·  TTFT {ttft:.0f} ms" if ttft else ""))
+        if entry["truth"] is not None:
+            verdicts = ["✓" if grade(t, entry["truth"]) else "✗" for t in entry["answers"].values() if t]
+            lines.append(f"ground truth: **{entry['truth']}** {' '.join(verdicts)}")
+        messages.append({"role": "assistant", "content": "\n\n".join(lines)})
+    return messages

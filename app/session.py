@@ -31,8 +31,8 @@ from app.playback import Playback
 from app.settings import Controls, Settings
 from app.sources import Source
 from hermes.backbones import Backbone, load_backbone
-from hermes.engine import check_question
 from hermes.errors import HermesError
+from hermes.inputs import check_question
 from hermes.studies.mechanistic import Study, distance_edges, hermes_tiers, study_stream, summarise
 from hermes.telemetry import ChunkEvent, QuestionEvent
 

@@ -36,7 +36,6 @@ from app.store import SessionStore
 from app.study import committed
 from hermes import policies
 from hermes.errors import HermesError
-from hermes.shapestream import grade
 from hermes.studies.mechanistic import reading
 from hermes.telemetry import process_rss_mib
 
@@ -163,22 +162,6 @@ def _figures(s: Session | None, view: str = "global") -> list:
     return [att, occ, occ_b, mem, lat]
 
 
-def _chat_messages(s: Session) -> list[dict]:
-    messages = []
-    for entry in s.chat:
-        messages.append({"role": "user", "content": f"[{entry['time']:.1f} s] {entry['question']}"})
-        lines = []
-        for policy, text in entry["answers"].items():
-            ttft = entry["ttft_ms"].get(policy)
-            lines.append(f"**{policy}**: {text or '…'}" + (f"  ·  TTFT {ttft:.0f} ms" if ttft else ""))
-        if entry["truth"] is not None:
-            verdicts = ["✓" if grade(t, entry["truth"]) else "✗"
-                        for t in entry["answers"].values() if t]
-            lines.append(f"ground truth: **{entry['truth']}** {' '.join(verdicts)}")
-        messages.append({"role": "assistant", "content": "\n\n".join(lines)})
-    return messages
-
-
 def _trace(s: Session) -> dict:
     return {"status": s.status(), **s.trace()}
 
@@ -230,13 +213,13 @@ def redraw(s: Session, view: str) -> list:
     return _figures(s, view)
 
 
-@handler(lambda s, message, question: ((_chat_messages(s) if s else []), question, _status(s, message), gr.skip(),
-                                      *_skips()))
+@handler(lambda s, message, question: (render.chat_messages(s.chat if s else []), question, _status(s, message),
+                                      gr.skip(), *_skips()))
 def ask(s: Session, question: str) -> Iterator[tuple]:
     """Stream the answer into the chat; afterwards show where the question looked."""
     for _ in in_one_thread(s.ask(question)):
-        yield _chat_messages(s), "", _status(s), gr.skip(), *_skips()
-    yield _chat_messages(s), "", _status(s), "question", *_figures(s, "question")
+        yield render.chat_messages(s.chat), "", _status(s), gr.skip(), *_skips()
+    yield render.chat_messages(s.chat), "", _status(s), "question", *_figures(s, "question")
 
 
 @handler(lambda s, message: _status(None, message))

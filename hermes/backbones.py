@@ -31,10 +31,9 @@ from transformers import (
 )
 
 from hermes.attention import ATTENTION_NAME
-from hermes.cache import NEWLINE
-from hermes.cache import VIDEO as VIDEO_KIND
+from hermes.cache import NEWLINE, VIDEO
 from hermes.errors import HermesError
-from hermes.tokenizer import VIDEO, build_tokenizer
+from hermes.tokenizer import VIDEO_TOKEN, build_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODELS = {"hermes-tiny": REPO_ROOT / "assets" / "models" / "hermes-tiny"}
@@ -207,7 +206,7 @@ class Backbone:
         tpf = self.tokens_per_frame
         frames = torch.cat([torch.arange(first_frame, first_frame + n_frames).repeat_interleave(tpf),
                             torch.tensor([first_frame + n_frames - 1])])
-        kinds = torch.cat([torch.full((n_frames * tpf,), VIDEO_KIND), torch.tensor([NEWLINE])])
+        kinds = torch.cat([torch.full((n_frames * tpf,), VIDEO), torch.tensor([NEWLINE])])
         return frames, kinds
 
     @torch.no_grad()
@@ -241,9 +240,9 @@ def split_chat_template(tokenizer: PreTrainedTokenizerBase, template: str | None
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     messages.append({"role": "user", "content": [{"type": "video"}, {"type": "text", "text": _QUESTION_SENTINEL}]})
     text = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=True)
-    if VIDEO not in text or _QUESTION_SENTINEL not in text:
+    if VIDEO_TOKEN not in text or _QUESTION_SENTINEL not in text:
         raise HermesError("the model's chat template has no video placeholder ('<video>'), so it cannot take a stream")
-    prefix, rest = text.split(VIDEO, 1)
+    prefix, rest = text.split(VIDEO_TOKEN, 1)
     before, after = rest.split(_QUESTION_SENTINEL, 1)
     return prefix, (before, after)
 

@@ -387,5 +387,5 @@ class HermesCache(Cache):
         out = HermesCache(len(self.layers), self.rotate)
         out.layers = [layer.gather(torch.arange(len(layer)) if indices is None else idx.long())
                       for layer, idx in zip(self.layers, indices or [None] * len(self.layers), strict=True)]
-        out._next_position = self._next_position
+        out.advance(self._next_position)
         return out

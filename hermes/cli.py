@@ -16,10 +16,13 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
+from hermes.config import HermesConfig
 from hermes.engine import load_engine
 from hermes.errors import HermesError
 from hermes.policies import available
 from hermes.video import iter_frames, probe
+
+DEFAULTS = HermesConfig()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,12 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default="hermes-tiny", help="hermes-tiny, random-tiny, a model directory or a hub id")
     run.add_argument("--policy", default="hermes", help=f"eviction policy ({', '.join(available())})")
     run.add_argument("--budget", type=int, default=None, help="video tokens kept per layer (default: no limit)")
-    run.add_argument("--fps", type=float, default=1.0, help="frames sampled per second of video")
-    run.add_argument("--chunk-frames", type=int, default=16, help="frames per ingested chunk")
+    run.add_argument("--fps", type=float, default=DEFAULTS.fps, help="frames sampled per second of video")
+    run.add_argument("--chunk-frames", type=int, default=DEFAULTS.chunk_frames, help="frames per ingested chunk")
     run.add_argument("--ask", action="append", default=[], help="a question (repeatable)")
     run.add_argument("--ask-at", action="append", type=float, default=[],
                      help="stream time in seconds for the matching --ask (repeatable)")
-    run.add_argument("--max-new-tokens", type=int, default=16)
+    run.add_argument("--max-new-tokens", type=int, default=DEFAULTS.max_new_tokens)
     return parser
 
 

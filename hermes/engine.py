@@ -37,7 +37,7 @@ from hermes.inputs import check_frames, check_max_new, check_question, check_tim
 from hermes.policies import Policy, get
 from hermes.telemetry import ChunkEvent, QuestionEvent, Stopwatch
 
-__all__ = ["Answer", "Peek", "StreamEngine", "check_question", "load_engine"]
+__all__ = ["Answer", "Peek", "StreamEngine", "load_engine"]
 CHUNK_STAGES = ("encode", "prefill", "pseudo", "score", "evict", "telemetry")
 
 

@@ -14,8 +14,8 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerFast
 
-PAD, UNK, IM_START, IM_END, VIDEO = "<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<video>"
-SPECIAL_TOKENS = [PAD, UNK, IM_START, IM_END, VIDEO]
+PAD, UNK, IM_START, IM_END, VIDEO_TOKEN = "<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<video>"
+SPECIAL_TOKENS = [PAD, UNK, IM_START, IM_END, VIDEO_TOKEN]
 
 # Words of the tiny models' world: chat roles, question language, shapes, colours,
 # positions, numbers. Extending the list changes ids, so a trained model keeps its own

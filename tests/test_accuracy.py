@@ -8,6 +8,7 @@ import json
 import pytest
 
 from analysis import accuracy
+from app import render
 from hermes import HermesError, shapestream
 from hermes.shapestream import generate
 from hermes.video import write_video
@@ -66,13 +67,13 @@ def test_answer_matching(conv, said, ok):
     assert accuracy.correct(conv, said) is ok
 
 
-def test_the_app_check_mark_and_the_accuracy_study_grade_with_the_same_function():
-    """By construction: the study, the benchmark mode, the soak, the benchmarks and the app's
-    ✓/✗ all call hermes.shapestream.grade, so a reply the study counts right gets a ✓."""
-    pytest.importorskip("gradio")
-    from analysis import bench_hermes_tiny, soak
-    from app import ui
-
-    for module in (accuracy, ui, soak, bench_hermes_tiny):
-        assert module.grade is shapestream.grade, module.__name__
-    assert accuracy.correct({"answer": "Red"}, "red.") is shapestream.grade("red.", "Red")
+@pytest.mark.parametrize("reply, truth", [("Red.", "red"), ("red", "red"), ("blue red", "red"), ("two .", "two"),
+                                           ("reddish", "red"), ("", "red")])
+def test_the_app_check_mark_agrees_with_what_the_accuracy_study_counts(reply, truth):
+    """The chat's ✓ / ✗ (app.render.chat_messages) says what the accuracy study would count."""
+    entry = {"question": "what colour is the square now ?", "time": 3.0, "truth": truth,
+             "answers": {"hermes": reply, "fifo": "yellow"}, "ttft_ms": {"hermes": 5.0}}
+    verdict = render.chat_messages([entry])[1]["content"].rsplit("**", 1)[1].split()
+    counted = accuracy.correct({"answer": truth}, reply)
+    assert verdict == (["✓" if counted else "✗"] if reply else []) + ["✗"]
+    assert counted is shapestream.grade(reply, truth)

@@ -116,3 +116,22 @@ def test_policy_returning_wrong_shape_is_reported(backbone, scratch_registry):
     engine = hermes.load_engine(backbone, policy="broken-test", budget=8, chunk_frames=2)
     with pytest.raises(HermesError, match="returned \\(3,\\) scores for 33 tokens"):
         engine.ingest(random_frames(2))
+
+
+def test_a_policy_written_for_the_old_interface_is_refused_at_registration(scratch_registry):
+    with pytest.raises(HermesError, match=r"queries\(self, n_layers\)"):
+        @policies.register("old-style-test")
+        @dataclass
+        class OldStyle(policies.Policy):
+            needs = frozenset({"pseudo_queries"})
+
+            def score(self, ctx):
+                return np.ones(ctx.n)
+    assert "old-style-test" not in policies.available()
+
+
+def test_policy_parameters_go_with_a_name_not_with_an_instance(backbone):
+    with pytest.raises(HermesError, match="policy_params go with a policy name"):
+        hermes.load_engine(backbone, policy=policies.get("fifo"), policy_params={"x": 1})
+    engine = hermes.load_engine(backbone, policy="streaming_llm", policy_params={"sinks": np.int64(2)})
+    assert engine.policy.sinks == 2

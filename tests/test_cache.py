@@ -138,10 +138,17 @@ def test_inherited_cache_operations_fan_out_and_keep_positions(engine, name, op,
             op(cache)
         assert cache.lengths()[0] == n
         return
+    position = cache.next_position
     result = op(cache)
     assert cache.lengths() == [length(n)] * len(cache.layers) and all(in_step(layer) for layer in cache.layers)
-    if name == "cache.reset()":
-        assert cache.next_position == 0
+    # reset starts a new stream; anything else leaves the stream's next position (never reused)
+    assert cache.next_position == (0 if name == "cache.reset()" else position)
     if name.startswith("cache.get_seq_length"):
         assert result == n
 
+
+
+def test_forward_without_staged_metadata_is_refused(engine, backbone):
+    with pytest.raises(RuntimeError, match="stage the new tokens"):
+        backbone.language_model(inputs_embeds=backbone.embed_ids([5]), past_key_values=engine.cache,
+                                attention_mask={"full_attention": None})

@@ -181,3 +181,36 @@ def test_engine_counts_and_stats(backbone):
     engine.reset()
     assert engine.frames_seen == 0 and engine.cache_lengths() == [0] * backbone.n_layers
     assert engine.cache.lengths() == [engine.prefix_tokens] * backbone.n_layers
+
+
+def test_next_token_logits_is_the_first_answer_step_and_writes_nothing(backbone):
+    engine = make_engine(backbone, "fifo", budget=40, chunk_frames=4, repetition_penalty=1.0, max_new_tokens=1)
+    engine.ingest(random_frames(8))
+    before, stats = snapshot(engine), engine.stats()
+    logits = engine.next_token_logits(QUESTION)
+    assert logits.shape == (backbone.model.config.text_config.vocab_size,) and logits.dtype == torch.float32
+    assert all(all(torch.equal(x, y) for x, y in zip(b, a, strict=True)) for b, a in zip(before, snapshot(engine),
+                                                                                          strict=True))
+    assert engine.stats()["next_position"] == stats["next_position"]
+    answer = engine.ask(QUESTION)
+    assert answer.tokens == [int(logits.argmax())] or int(logits.argmax()) in backbone.stop_ids
+
+
+def test_fork_copies_the_stream_and_a_subset_fork_answers_from_the_kept_tokens_only(backbone):
+    engine = make_engine(backbone, "full", chunk_frames=4)
+    engine.ingest(random_frames(8))
+    twin = engine.fork()
+    assert (twin.frames_seen, twin.chunks, twin.next_position) == (engine.frames_seen, engine.chunks,
+                                                                  engine.next_position)
+    torch.testing.assert_close(twin.next_token_logits(QUESTION), engine.next_token_logits(QUESTION))
+    twin.ingest(random_frames(4, seed=3))  # the fork streams on; the source does not move
+    assert (engine.frames_seen, twin.frames_seen) == (8, 12)
+    p = engine.prefix_tokens
+    keep = [torch.cat([torch.arange(p), torch.arange(p + 5 * i, p + 5 * i + 17)]) for i in range(backbone.n_layers)]
+    subset = engine.fork(keep)
+    hand = engine.fork()
+    for layer, idx in zip(hand.cache.layers, keep, strict=True):
+        layer.keep(idx)
+    assert subset.cache.lengths() == hand.cache.lengths() == [p + 17] * backbone.n_layers
+    torch.testing.assert_close(subset.next_token_logits(QUESTION), hand.next_token_logits(QUESTION))
+    assert engine.cache.lengths() == [p + 130] * backbone.n_layers

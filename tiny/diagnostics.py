@@ -156,7 +156,7 @@ def main() -> None:
     args = parser.parse_args()
     streams, seconds = (4, 32.0) if args.quick else (args.streams, args.seconds)
     summary, per_layer, chance = diagnose(args.model, streams, seconds, args.layer)
-    name = result_name("tiny_diagnostics", args.model, args.quick)
+    name = result_name("tiny_diagnostics", args.model, args.quick, device="cpu")  # load_backbone: CPU
     path = write(summary, per_layer, chance, args.model, streams, name)
     print(path.read_text())
     print(json.dumps({"named_shape_probe_max": round(max(per_layer), 3), "probe_chance": round(chance, 3),

@@ -49,7 +49,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -248,17 +248,17 @@ def finish(bb: Backbone, cfg: TrainConfig, device: torch.device, start: float, s
     return metrics
 
 
-FLAGS = ("out", "work", "seed", "vision_steps", "qa_steps", "lr", "vision_lr", "readout_weight", "probe_weight",
-         "copy_weight", "max_seconds", "save_every", "eval_every")
-
-
 def main() -> None:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for name in FLAGS:  # one flag per TrainConfig field, typed by its default
-        default = getattr(defaults, name)
-        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
-    parser.add_argument("--export-only", action="store_true", help="save the model from the checkpoint and stop")
+    for f in fields(TrainConfig):  # one flag per field, typed by its default
+        default = getattr(defaults, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true", help="save the model from the checkpoint and stop"
+                                if f.name == "export_only" else None)
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
     args = parser.parse_args()
     train(TrainConfig(**{k: v for k, v in vars(args).items()}))
 
