@@ -83,9 +83,9 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> list[str]:
                               f"{r['total_ms']:.1f}", f"{100 * r['overhead_frac']:.0f}%", f"{r['ttft_ms']:.1f} ms"]
                              for r in rows]),
         "",
-        "Reading it: `hermes` pays for three pseudo-query forwards per chunk (local, global, mixed; the",
-        "local one only feeds telemetry, since shallow layers use pure recency) with attention recorded in",
-        "fp32, which on the tiny model costs as much as the chunk prefill itself. The attention-based peers",
+        "Reading it: `hermes` pays for the pseudo-query forwards its tiers score with (global for the deep",
+        "layers, mixed for the middle ones; shallow layers use pure recency and need none), with attention",
+        "recorded in fp32, which on the tiny model costs about as much as the chunk prefill. The attention-based peers",
         "(`h2o`, `snapkv`, `pyramidkv`) pay instead for recording the chunk prefill's attention. On the real",
         "0.5B architecture the vision tower dominates and the same work is a small fraction. None of it runs",
         "when a question arrives: TTFT is the same for every policy at the same cache size.",

@@ -207,17 +207,18 @@ class HermesLayer(DynamicLayer):
         for name, value in self.meta(index).items():
             setattr(self, name, value)
 
-    def fold(self, index: torch.Tensor) -> None:
+    def fold(self, index: torch.Tensor, at: int | None = None) -> None:
         """Replace the tokens at `index` by one summary token.
 
-        The summary sits at the smallest position among them; each folded key is re-rotated
-        to that position, then keys and values are averaged (the attention they received is
-        summed). Tokens stay in position order."""
+        The summary sits at position `at` (default: the smallest position among them; `at` must
+        not be the position of a token that stays); each folded key is re-rotated to that
+        position, then keys and values are averaged (the attention they received is summed).
+        Tokens stay in position order."""
         index = torch.sort(index.long()).values
         if index.numel() == 0:
             return
         positions = self.positions[index]
-        target = positions.min()
+        target = positions.min() if at is None else torch.tensor(int(at))
         summary_k = self.rotate(self.keys[..., index, :], target - positions).mean(dim=-2, keepdim=True)
         summary_v = self.values[..., index, :].mean(dim=-2, keepdim=True)
         rest = torch.ones(len(self), dtype=torch.bool)
