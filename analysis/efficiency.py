@@ -144,7 +144,8 @@ def fits(backbone: Backbone, frames: int, chunk: int) -> bool:
 def run_method(method: str, backbone: Backbone, frames: np.ndarray, times: np.ndarray,
                args: argparse.Namespace) -> list[Cell]:
     """Every checkpoint of one method (checkpoints in increasing order)."""
-    checkpoints = sorted(set(args.frames) | ({128} if max(args.frames) >= 128 else set()))
+    checkpoints = sorted(n for n in set(args.frames) | ({128} if max(args.frames) >= 128 else set())
+                         if n <= len(frames))  # a checkpoint past the stream would be mislabelled
     if method == "floor":
         engine = load_engine(backbone, policy="fifo", budget=args.budget, chunk_frames=CHUNK,
                              record_question_attention=False)

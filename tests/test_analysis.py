@@ -189,3 +189,17 @@ def test_study_tab_lists_committed_figures_and_says_how_to_make_missing_ones(tmp
     assert figures["mechanistic"].notes == "Shallow layers look back."
     assert figures["efficiency"].png is None and "python -m analysis.efficiency" in figures["efficiency"].notes
     assert notes_of("# t\nbody") == "body"
+
+
+def test_gpu_check_quick_reports_ingest_ttft_per_budget_and_every_method(tmp_path):
+    from analysis import gpu_check
+
+    gpu_check.main(["--quick", "--out", str(tmp_path), "--device", "cpu"])
+    md = (tmp_path / "gpu_check-random-tiny_quick.md").read_text()
+    assert "frames/s" in md and "float32" in md
+    for budget in ("| 64 |", "| 128 |", "| 256 |"):
+        assert budget in md
+    rows = (tmp_path / "gpu_check-random-tiny_quick.csv").read_text().splitlines()[1:]
+    methods = {row.split(",")[0] for row in rows}
+    assert methods == {"hermes", "full", "reprefill", "retrieval", "floor"}
+    assert all(int(row.split(",")[1]) <= 32 for row in rows)  # no checkpoint past the stream
