@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from hermes.backbones import resolve_device
 from hermes.studies.replay import feed, replay
 
 __all__ = ["DEFAULT_MODEL", "RESULTS", "default_device", "feed", "machine", "parser", "pyplot", "replay", "result_name",
@@ -40,8 +41,8 @@ DEFAULT_MODEL = "hermes-tiny"
 
 
 def default_device() -> str:
-    """"cuda" where a GPU is visible, else "cpu"."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """What device="auto" means here: HERMES_DEVICE when set, else "cuda" where a GPU is visible, else "cpu"."""
+    return resolve_device("auto")
 
 
 def result_name(study: str, model: str = DEFAULT_MODEL, quick: bool = False, device: str | None = None) -> str:
@@ -66,7 +67,7 @@ def stem(args: argparse.Namespace, study: str) -> Path:
                              getattr(args, "device", "cpu"))
 
 
-def parser(doc: str | None, *, model: str | None = DEFAULT_MODEL, device: str | None = "cpu",
+def parser(doc: str | None, *, model: str | None = DEFAULT_MODEL, device: str | None = "auto",
            out: Path | None = RESULTS, quick: str | None = None) -> argparse.ArgumentParser:
     """An ArgumentParser described by the first paragraph of the script's docstring, with the
     arguments every study takes: --model (None: no such argument), --device, --out (a folder)
@@ -76,7 +77,8 @@ def parser(doc: str | None, *, model: str | None = DEFAULT_MODEL, device: str | 
         p.add_argument("--model", default=model, help="hermes-tiny, random-tiny, random-ov-0.5b, a local model "
                                                        "directory or a hub id")
     if device is not None:
-        p.add_argument("--device", default=device, help="where the model runs: cpu, cuda, cuda:1, ...")
+        p.add_argument("--device", default=default_device() if device == "auto" else device,
+                       help="where the model runs: cpu, cuda, cuda:1, ... (default: a GPU if one is visible)")
     if out is not None:
         p.add_argument("--out", type=Path, default=out, help=f"result folder (default {out})")
     if quick is not None:

@@ -26,11 +26,9 @@ import time
 import torch
 
 from analysis import common, efficiency
-from hermes.backbones import load_backbone
+from hermes.backbones import load_backbone, resolve_dtype
 from hermes.engine import load_engine
 from hermes.shapestream import generate
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def peak_mib(device: str) -> float:
@@ -66,20 +64,21 @@ def ttft_at_budgets(backbone, frames, times, budgets: list[int], repeats: int) -
 def main(argv: list[str] | None = None) -> None:
     parser = common.parser(__doc__, model="random-ov-0.5b", device=common.default_device(),
                            quick="random-tiny in fp32, 32 frames, budgets 64/128/256")
-    parser.add_argument("--dtype", default=None, choices=sorted(DTYPES),
-                        help="default: bfloat16 on CUDA (float16 where bf16 is unsupported), float32 on CPU")
+    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA, float16 where bf16 is unsupported, "
+                                                        "float32 on CPU), float32, bfloat16, float16")
     parser.add_argument("--frames", type=int, default=128, help="stream length; checkpoints are 16, 64 and this")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
     if args.quick:
         args.model, args.frames, args.repeats = "random-tiny", 32, 1
-    dtype_name = args.dtype or (("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if cuda else "float32")
+    dtype = resolve_dtype(args.dtype, args.device)
+    dtype_name = str(dtype).removeprefix("torch.")
     budgets = [64, 128, 256] if args.quick else [2048, 4096, 6144]
     t_start = time.perf_counter()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    backbone = load_backbone(args.model, device=args.device, dtype=DTYPES[dtype_name])
+    backbone = load_backbone(args.model, device=args.device, dtype=dtype)
     side = backbone.image_size  # frames at the vision size: the one resize is not what is timed
     stream = generate(7, seconds=args.frames / efficiency.FPS, fps=efficiency.FPS, size=(side, side))
     frames, times = stream.frames[:args.frames], stream.timestamps[:args.frames]

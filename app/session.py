@@ -49,7 +49,7 @@ def shared_backbone(model: str, allowed: list[str]) -> Backbone:
         raise HermesError(f"model {model!r} is not offered here; choose one of {', '.join(allowed)}")
     with _BACKBONES_LOCK:
         if model not in _BACKBONES:
-            _BACKBONES[model] = load_backbone(model)
+            _BACKBONES[model] = load_backbone(model, device="auto", dtype="auto")  # HERMES_DEVICE / HERMES_DTYPE
         return _BACKBONES[model]
 
 
@@ -70,7 +70,9 @@ class Lane:
         self.events.append(event)
         layers, prefix = len(event.cache_lengths), self.engine.prefix_tokens
         per_token = event.kv_bytes / max(1, int(event.cache_lengths.sum()) + prefix * layers)
-        tokens_full = (event.first_frame + event.n_frames) * self.engine.backbone.tokens_per_frame + event.chunk + 1
+        backbone = self.engine.backbone  # + one newline per chunk where the layout has one
+        tokens_full = ((event.first_frame + event.n_frames) * backbone.tokens_per_frame
+                       + (event.chunk + 1) * int(backbone.newline_per_chunk))
         self.full_kv.append(int(per_token * layers * (tokens_full + prefix)))
 
     def reset(self) -> None:
@@ -268,7 +270,8 @@ class Session:
                 "frames": len(self.times), "pending_frames": stats["pending_frames"], "chunks": len(lane.events),
                 "behind_s": round(playback.behind(ingested), 2), "ended": playback.ended, "notice": playback.notice,
                 "kv_bytes": stats["kv_bytes"], "cache_lengths": stats["cache_lengths"],
-                "policies": [ln.policy for ln in self.lanes]}
+                "policies": [ln.policy for ln in self.lanes], "model": stats["model"], "device": stats["device"],
+                "dtype": stats["dtype"]}
 
     def trace(self) -> dict:
         """Everything this session saw and answered, JSON-ready."""

@@ -129,10 +129,11 @@ def _status(s: Session | None, message: str = "") -> str:
     if s is None:
         return ""
     st = s.status()
+    runs_on = f"{st['model']} on {st['device']} in {st['dtype']}"
     if st["source"] is None:
-        return "Choose an example stream, upload a video or start the webcam."
+        return f"Choose an example stream, upload a video or start the webcam. · {runs_on}"
     parts = [f"**{st['source']}** — memory holds {st['ingested_s']:.1f} s ({st['frames']} frames, "
-             f"{st['chunks']} chunks)"]
+             f"{st['chunks']} chunks)", runs_on]
     if st["pending_frames"]:
         parts.append(f"{st['pending_frames']} frames waiting for the chunk to fill")
     if st["behind_s"] > 1.0:

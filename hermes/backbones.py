@@ -12,11 +12,24 @@ chunk and the per-question text around the question, and the model's pseudo-quer
 Names: "random-tiny" (tests, benchmarks), "random-ov-0.5b" (the real 0.5B architecture
 with random weights, for timing only), "hermes-tiny" (the bundled trained model in
 assets/models/hermes-tiny), a local directory, or a hub id.
+
+Device and precision: ``device="auto"`` takes CUDA where present, else the CPU;
+``dtype="auto"`` takes bfloat16 on CUDA (float16 where the GPU has no bfloat16) and float32
+on the CPU. The environment variables HERMES_DEVICE / HERMES_DTYPE decide what "auto" means.
+
+Layout (``Backbone.layout``): where the model's ``image_newline`` token goes.
+"newline-before-question" is transformers' own layout (frames x tokens for the whole video,
+then ONE newline, then the question): chunks are held without it, and the newline is placed
+in front of every question (and removed with it), so any chunking gives transformers'
+numbers: hub models and local directories get it. "newline-per-chunk" appends the newline to
+every chunk: the layout hermes-tiny (and random-tiny, its architecture) was trained on. A
+model directory may state its layout in hermes.json ("layout"); tiny.card writes it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +62,49 @@ DEFAULT_PSEUDO_QUERIES = {
 TINY_PSEUDO_QUERIES = {"local": "what is on the screen now ?", "global": "what happened in the whole video ?"}
 TINY_SYSTEM_PROMPT = "you watch a video stream and answer ."
 _QUESTION_SENTINEL = "\u2063QUESTION\u2063"
+
+NEWLINE_PER_CHUNK, NEWLINE_BEFORE_QUESTION = "newline-per-chunk", "newline-before-question"
+LAYOUTS = (NEWLINE_PER_CHUNK, NEWLINE_BEFORE_QUESTION)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str = "auto") -> str:
+    """"auto" (or HERMES_DEVICE, when set) -> "cuda" where a GPU is visible, else "cpu";
+    "cpu", "cuda" and "cuda:N" are checked and returned as they are."""
+    if device == "auto":
+        device = os.environ.get("HERMES_DEVICE", "").strip() or "auto"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not isinstance(device, str) or not (device == "cpu" or device == "cuda"
+                                           or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise HermesError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise HermesError(f"device {device!r} was asked for, but torch sees no CUDA GPU here; use device='cpu' "
+                          "or 'auto'")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto", device: str = "cpu") -> torch.dtype:
+    """"auto" (or HERMES_DTYPE, when set) -> bfloat16 on CUDA (float16 where the GPU has no
+    bfloat16), float32 on the CPU; "float32" / "bfloat16" / "float16" or the torch dtype itself."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise HermesError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype}")
+        return dtype
+    if dtype == "auto":
+        dtype = os.environ.get("HERMES_DTYPE", "").strip() or "auto"
+    if dtype == "auto":
+        if not device.startswith("cuda"):
+            return torch.float32  # bfloat16 on this CPU: not measured faster and equally accurate
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype not in DTYPES:
+        raise HermesError(f"dtype must be 'auto', {', '.join(repr(d) for d in DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """torch.bfloat16 -> "bfloat16"."""
+    return str(dtype).removeprefix("torch.")
 
 
 def tiny_config(vocab_size: int) -> LlavaOnevisionConfig:
@@ -114,6 +170,7 @@ class Backbone:
     prefix_text: str  # chat text before the first video token
     question_text: tuple[str, str]  # chat text before / after the question
     pseudo_queries: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PSEUDO_QUERIES))
+    layout: str = NEWLINE_PER_CHUNK  # where image_newline goes (module docstring)
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
@@ -137,6 +194,14 @@ class Backbone:
     def tokens_per_frame(self) -> int:
         side = -(-(self.image_size // self.model.config.vision_config.patch_size) // 2)  # ceil(grid/2)
         return side * side
+
+    @property
+    def newline_per_chunk(self) -> bool:
+        return self.layout == NEWLINE_PER_CHUNK
+
+    def chunk_tokens(self, n_frames: int) -> int:
+        """Tokens a chunk of n frames adds to the cache."""
+        return n_frames * self.tokens_per_frame + int(self.newline_per_chunk)
 
     @property
     def device(self) -> torch.device:
@@ -172,6 +237,13 @@ class Backbone:
         t = torch.tensor([ids], dtype=torch.long, device=self.device)
         return self.language_model.embed_tokens(t)
 
+    def question_lead(self) -> torch.Tensor | None:
+        """(1, 1, D): what goes in front of a question's ids, the model's image_newline, in the
+        newline-before-question layout; None in newline-per-chunk (each chunk has its own)."""
+        if self.newline_per_chunk:
+            return None
+        return self.model.model.image_newline.view(1, 1, -1).to(self.device, self.dtype)
+
     # ---- vision -------------------------------------------------------------------------
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (T, H, W, 3) RGB -> normalised (T, 3, S, S) pixels: bicubic resize with
@@ -187,9 +259,9 @@ class Backbone:
         return ((x - mean) / std).to(self.dtype)
 
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(T, 3, S, S) -> (1, T * tokens_per_frame + 1, D): pooled frame tokens in frame
-        order, then one image_newline token (LLaVA-OV appends one per call). Differentiable
-        (training uses it); the engine calls it under no_grad."""
+        """(T, 3, S, S) -> (1, chunk_tokens(T), D): pooled frame tokens in frame order, then
+        (newline-per-chunk) the image_newline token LLaVA-OV appends to every call.
+        Differentiable (training uses it); the engine calls it under no_grad."""
         cfg = self.model.config
         out = self.model.model.get_video_features(
             pixel_values_videos=pixels.unsqueeze(0),
@@ -197,21 +269,24 @@ class Backbone:
             vision_feature_select_strategy=cfg.vision_feature_select_strategy,
             return_dict=True,
         )
-        return out.pooler_output
+        feats = out.pooler_output  # (1, T * tokens_per_frame + 1, D): the newline last
+        return feats if self.newline_per_chunk else feats[:, :-1]
 
     def chunk_layout(self, first_frame: int, n_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Source frame and kind of each token ``encode_pixels`` returns for n frames starting
-        at stream frame `first_frame`: (n * tokens_per_frame + 1,) each; the newline counts
-        as the chunk's last frame."""
+        at stream frame `first_frame`: (chunk_tokens(n),) each; a newline counts as the chunk's
+        last frame."""
         tpf = self.tokens_per_frame
-        frames = torch.cat([torch.arange(first_frame, first_frame + n_frames).repeat_interleave(tpf),
-                            torch.tensor([first_frame + n_frames - 1])])
-        kinds = torch.cat([torch.full((n_frames * tpf,), VIDEO), torch.tensor([NEWLINE])])
+        frames = torch.arange(first_frame, first_frame + n_frames).repeat_interleave(tpf)
+        kinds = torch.full((n_frames * tpf,), VIDEO)
+        if self.newline_per_chunk:
+            frames = torch.cat([frames, torch.tensor([first_frame + n_frames - 1])])
+            kinds = torch.cat([kinds, torch.tensor([NEWLINE])])
         return frames, kinds
 
     @torch.no_grad()
     def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 (T, H, W, 3) -> (1, T * tokens_per_frame + 1, D), no gradients."""
+        """uint8 (T, H, W, 3) -> (1, chunk_tokens(T), D), no gradients."""
         return self.encode_pixels(self.preprocess(frames))
 
     # ---- RoPE ---------------------------------------------------------------------------
@@ -234,15 +309,28 @@ def split_chat_template(tokenizer: PreTrainedTokenizerBase, template: str | None
     """Render a one-turn video chat and cut it at the video placeholder and the question.
 
     Returns (prefix, (before_question, after_question)). The prefix is ingested once
-    before the first chunk; the question text is prefilled on top of the cache."""
+    before the first chunk; the question text is prefilled on top of the cache. Every
+    message's content is a list of parts, as LLaVA-OneVision's template expects (it renders
+    a plain-string content as nothing). A missing or broken template, or one that loses the
+    video, the question or the system prompt, raises HermesError: there is no fallback."""
     if not template:
-        raise HermesError("the model's tokenizer has no chat template, so questions cannot be formatted")
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        raise HermesError("the model has no chat template (no chat_template.json or chat_template.jinja in its "
+                          "directory, none in its tokenizer), so questions cannot be formatted")
+    messages = [{"role": "system", "content": [{"type": "text", "text": system_prompt}]}] if system_prompt else []
     messages.append({"role": "user", "content": [{"type": "video"}, {"type": "text", "text": _QUESTION_SENTINEL}]})
-    text = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=True)
-    if VIDEO_TOKEN not in text or _QUESTION_SENTINEL not in text:
+    try:
+        text = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                             add_generation_prompt=True)
+    except Exception as err:  # jinja2 syntax / runtime errors, or a template that raises
+        raise HermesError(f"the model's chat template could not be rendered ({type(err).__name__}: {err})") from err
+    if not isinstance(text, str) or VIDEO_TOKEN not in text or _QUESTION_SENTINEL not in text:
         raise HermesError("the model's chat template has no video placeholder ('<video>'), so it cannot take a stream")
+    if system_prompt and system_prompt not in text:
+        raise HermesError("the model's chat template dropped the system prompt (it renders no text part of a "
+                          "system message)")
     prefix, rest = text.split(VIDEO_TOKEN, 1)
+    if _QUESTION_SENTINEL not in rest:
+        raise HermesError("the model's chat template puts the question before the video; a stream needs it after")
     before, after = rest.split(_QUESTION_SENTINEL, 1)
     return prefix, (before, after)
 
@@ -250,24 +338,52 @@ def split_chat_template(tokenizer: PreTrainedTokenizerBase, template: str | None
 def _read_settings(directory: Path | None) -> dict:
     if directory is None or not (directory / HERMES_JSON).is_file():
         return {}
-    return json.loads((directory / HERMES_JSON).read_text())
+    try:
+        settings = json.loads((directory / HERMES_JSON).read_text())
+    except (OSError, ValueError) as err:
+        raise HermesError(f"{directory / HERMES_JSON} could not be read: {err}") from err
+    if not isinstance(settings, dict):
+        raise HermesError(f"{directory / HERMES_JSON} must hold a JSON object")
+    return settings
 
 
-def _processor_template(directory: Path | None) -> str | None:
-    """The processor's chat template (LLaVA-OV keeps the video-aware one there)."""
+def _directory_template(directory: Path | None) -> tuple[str | None, str]:
+    """The chat template saved beside the model, found as transformers' processor finds it:
+    the legacy processor file chat_template.json first, then chat_template.jinja; and where
+    it came from."""
     if directory is None:
-        return None
-    path = directory / "chat_template.json"
-    if path.is_file():
-        return json.loads(path.read_text()).get("chat_template")
-    return None
+        return None, "the tokenizer"
+    legacy, raw = directory / "chat_template.json", directory / "chat_template.jinja"
+    if legacy.is_file():
+        try:
+            template = json.loads(legacy.read_text()).get("chat_template")
+        except (OSError, ValueError, AttributeError) as err:
+            raise HermesError(f"{legacy} is not a processor chat template file ({err})") from err
+        if not isinstance(template, str) or not template:
+            raise HermesError(f"{legacy} has no 'chat_template' string")
+        return template, str(legacy)
+    if raw.is_file():
+        return raw.read_text(), str(raw)
+    return None, "the tokenizer"
+
+
+def _layout(settings: dict) -> str:
+    """hermes.json's (or the defaults') "layout"; else transformers' own, newline-before-question."""
+    layout = settings.get("layout", NEWLINE_BEFORE_QUESTION)
+    if layout not in LAYOUTS:
+        raise HermesError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    return layout
 
 
 def _finish(name: str, model: LlavaOnevisionForConditionalGeneration, tokenizer: PreTrainedTokenizerBase,
             directory: Path | None, defaults: dict) -> Backbone:
     settings = {**defaults, **_read_settings(directory)}
-    template = _processor_template(directory) or tokenizer.chat_template
-    prefix, question = split_chat_template(tokenizer, template, settings.get("system_prompt"))
+    template, source = _directory_template(directory)
+    try:
+        prefix, question = split_chat_template(tokenizer, template or tokenizer.chat_template,
+                                               settings.get("system_prompt"))
+    except HermesError as err:
+        raise HermesError(f"{name}: {err} (template from {source})") from err
     model.eval()
     return Backbone(
         name=name,
@@ -276,6 +392,7 @@ def _finish(name: str, model: LlavaOnevisionForConditionalGeneration, tokenizer:
         prefix_text=prefix,
         question_text=question,
         pseudo_queries=dict(settings.get("pseudo_queries", DEFAULT_PSEUDO_QUERIES)),
+        layout=_layout(settings),
     )
 
 
@@ -283,23 +400,28 @@ def _use_hermes_attention(model: LlavaOnevisionForConditionalGeneration) -> None
     model.set_attn_implementation({"text_config": ATTENTION_NAME, "vision_config": "sdpa"})
 
 
-def build_random(config: LlavaOnevisionConfig, seed: int = 0, name: str = "random") -> Backbone:
+def build_random(config: LlavaOnevisionConfig, seed: int = 0, name: str = "random",
+                 layout: str = NEWLINE_PER_CHUNK) -> Backbone:
     """A backbone of the given architecture with seeded random weights and the project's tokenizer."""
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
     model = LlavaOnevisionForConditionalGeneration(config)
     _use_hermes_attention(model)
-    tiny_defaults = {"system_prompt": TINY_SYSTEM_PROMPT, "pseudo_queries": TINY_PSEUDO_QUERIES}
+    tiny_defaults = {"system_prompt": TINY_SYSTEM_PROMPT, "pseudo_queries": TINY_PSEUDO_QUERIES, "layout": layout}
     return _finish(name, model, tokenizer, None, tiny_defaults)
 
 
-def load_backbone(model: str = "hermes-tiny", *, device: str = "cpu", dtype: torch.dtype = torch.float32,
+def load_backbone(model: str = "hermes-tiny", *, device: str = "auto", dtype: str | torch.dtype = "auto",
                   seed: int = 0) -> Backbone:
-    """Load a backbone by name, local directory or hub id (see the module docstring)."""
+    """Load a backbone by name, local directory or hub id, on `device` in `dtype` (see the
+    module docstring: "auto" by default)."""
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     if model == "random-tiny":
         return build_random(tiny_config(len(build_tokenizer())), seed=seed, name="random-tiny").to(device, dtype)
-    if model == "random-ov-0.5b":
-        return build_random(ov_05b_config(), seed=seed, name="random-ov-0.5b").to(device, dtype)
+    if model == "random-ov-0.5b":  # the real architecture: transformers' layout
+        return build_random(ov_05b_config(), seed=seed, name="random-ov-0.5b",
+                            layout=NEWLINE_BEFORE_QUESTION).to(device, dtype)
     if model in BUNDLED_MODELS:
         directory = BUNDLED_MODELS[model]
         if not (directory / "config.json").is_file():
@@ -330,7 +452,8 @@ def load_backbone(model: str = "hermes-tiny", *, device: str = "cpu", dtype: tor
         ) from err
     if directory is None:  # hub id: the processor's chat template is a separate file
         directory = _hub_snapshot_dir(source)
-    return _finish(model, net.to(device), tokenizer, directory, {})
+    defaults = {"layout": NEWLINE_PER_CHUNK} if model in BUNDLED_MODELS else {}  # trained that way
+    return _finish(model, net.to(device), tokenizer, directory, defaults)
 
 
 def _hub_snapshot_dir(repo_id: str) -> Path | None:
@@ -339,6 +462,6 @@ def _hub_snapshot_dir(repo_id: str) -> Path | None:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.jinja"]))
-    except Exception:  # the template then comes from the tokenizer
+    except Exception:  # then only the tokenizer's template is known; without '<video>' it is refused
         return None
 

@@ -3,6 +3,10 @@
     python -m hermes run VIDEO --model random-tiny --policy fifo --budget 512 --fps 2 \\
         --ask "what is on the screen now ?" --ask-at 10 --ask "what happened ?"
 
+--device / --dtype default to "auto": CUDA in bfloat16 (float16 where the GPU has no
+bfloat16) when torch sees a GPU, else the CPU in float32; HERMES_DEVICE / HERMES_DTYPE
+decide what "auto" means.
+
 Each --ask is answered once the stream reaches its --ask-at time (seconds; questions
 without one are asked at the end). Prints every answer with its time to first token and
 the final per-layer cache lengths.
@@ -16,6 +20,7 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
+from hermes.backbones import DTYPES, dtype_name
 from hermes.config import HermesConfig
 from hermes.engine import load_engine
 from hermes.errors import HermesError
@@ -31,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="stream a video through the engine and ask questions")
     run.add_argument("video", help="video file (mp4, webm, mkv, ...)")
     run.add_argument("--model", default="hermes-tiny", help="hermes-tiny, random-tiny, a model directory or a hub id")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    run.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="precision (default auto)")
     run.add_argument("--policy", default="hermes", help=f"eviction policy ({', '.join(available())})")
     run.add_argument("--budget", type=int, default=None, help="video tokens kept per layer (default: no limit)")
     run.add_argument("--fps", type=float, default=DEFAULTS.fps, help="frames sampled per second of video")
@@ -52,10 +59,12 @@ def _schedule(questions: Sequence[str], times: Sequence[float]) -> list[tuple[fl
 def run(args: argparse.Namespace) -> int:
     schedule = _schedule(args.ask, args.ask_at)
     info = probe(args.video)
-    engine = load_engine(args.model, policy=args.policy, budget=args.budget, fps=args.fps,
-                         chunk_frames=args.chunk_frames, max_new_tokens=args.max_new_tokens)
+    engine = load_engine(args.model, policy=args.policy, budget=args.budget, device=args.device, dtype=args.dtype,
+                         fps=args.fps, chunk_frames=args.chunk_frames, max_new_tokens=args.max_new_tokens)
     total = int(info.duration_s * args.fps) + 1 if info.duration_s else None
-    print(f"model {engine.backbone.name} | policy {engine.policy.name} | budget {args.budget} | "
+    backbone = engine.backbone
+    print(f"model {backbone.name} on {backbone.device} in {dtype_name(backbone.dtype)} ({backbone.layout}) | "
+          f"policy {engine.policy.name} | budget {args.budget} | "
           f"{info.width}x{info.height} {info.codec} at {args.fps:g} fps")
 
     def answer_due(now: float) -> None:

@@ -17,6 +17,7 @@ from hermes.errors import HermesError, check_choice, check_flag, check_number
 
 REINDEX_MODES = ("lazy", "eager")
 QUERY_NAMES = ("local", "global", "mixed")
+PSEUDO_QUERY_STYLES = ("released", "chat")  # see hermes.queries
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class HermesConfig:
     reindex_margin: lazy mode compacts once max position > max_position_embeddings - margin.
     max_new_tokens / repetition_penalty: greedy decoding of answers.
     pseudo_queries: {"local": ..., "global": ...} texts; None = the model's own.
+    pseudo_query_style: "released" (as the released HERMES code: raw text, no chat template; after a
+        question both texts carry "Question: Q Answer: A") or "chat" (this project's earlier behaviour:
+        rendered like a question, the local text carries the question only); see hermes.queries.
     record_question_attention: after each answer, record where the question looked (pooled per frame).
     telemetry_queries: pseudo-queries to run after every chunk for display, on top of those the
         policy's scores read (e.g. ("global",) for a policy that reads none).
@@ -44,6 +48,7 @@ class HermesConfig:
     max_new_tokens: int = 16
     repetition_penalty: float = 1.1
     pseudo_queries: dict[str, str] | None = field(default=None, hash=False)
+    pseudo_query_style: str = "released"
     record_question_attention: bool = True
     telemetry_queries: tuple[str, ...] = ()
 
@@ -58,6 +63,7 @@ class HermesConfig:
         check_number("max_new_tokens", self.max_new_tokens, 1, 1024, whole=True)
         check_number("repetition_penalty", self.repetition_penalty, 1.0, 10.0)
         check_flag("record_question_attention", self.record_question_attention)
+        check_choice("pseudo_query_style", self.pseudo_query_style, PSEUDO_QUERY_STYLES)
         queries = self.telemetry_queries
         if not isinstance(queries, (tuple, list)) or not set(queries) <= set(QUERY_NAMES):
             raise HermesError(f"telemetry_queries must be a tuple of {QUERY_NAMES}, got {queries!r}")

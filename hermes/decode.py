@@ -53,11 +53,14 @@ def run_decoder(backbone: Backbone, cache: HermesCache, embeds: torch.Tensor, po
     return out.last_hidden_state
 
 
-def run_text(backbone: Backbone, cache: HermesCache, ids: list[int], write: bool, kind: int = TEXT) -> torch.Tensor:
+def run_text(backbone: Backbone, cache: HermesCache, ids: list[int], write: bool, kind: int = TEXT,
+             lead: torch.Tensor | None = None) -> torch.Tensor:
     """Text tokens at the stream's next positions -> (1, n, D) hidden; `write` keeps them
-    (and advances the stream's positions)."""
-    n = len(ids)
-    hidden = run_decoder(backbone, cache, backbone.embed_ids(ids), cache.next_positions(n),
+    (and advances the stream's positions). `lead`: (1, m, D) embeddings placed before the ids
+    (``Backbone.question_lead()``: the image_newline in front of a question); n counts them."""
+    embeds = backbone.embed_ids(ids) if lead is None else torch.cat([lead, backbone.embed_ids(ids)], dim=1)
+    n = embeds.shape[1]
+    hidden = run_decoder(backbone, cache, embeds, cache.next_positions(n),
                          torch.full((n,), -1), torch.full((n,), kind), write=write)
     if write:
         cache.advance(n)
@@ -97,7 +100,8 @@ def next_logits(backbone: Backbone, hidden: torch.Tensor) -> torch.Tensor:
 
 
 def penalise(logits: torch.Tensor, seen: set[int], penalty: float) -> torch.Tensor:
-    """HF-style repetition penalty: divide positive, multiply negative logits of seen tokens."""
+    """Repetition penalty (as transformers' and the released HERMES code's): divide positive,
+    multiply negative logits of the `seen` tokens."""
     if penalty == 1.0 or not seen:
         return logits
     idx = torch.tensor(sorted(seen), dtype=torch.long)
@@ -107,15 +111,19 @@ def penalise(logits: torch.Tensor, seen: set[int], penalty: float) -> torch.Tens
     return logits
 
 
-def greedy(backbone: Backbone, cache: HermesCache, ids: list[int], max_new: int, penalty: float
-           ) -> Iterator[int | None]:
+def greedy(backbone: Backbone, cache: HermesCache, ids: list[int], max_new: int, penalty: float,
+           lead: torch.Tensor | None = None) -> Iterator[int | None]:
     """Prefill `ids` at the next positions, then decode greedily with repetition penalty.
     Yields token ids; None once a stop token is chosen (the first yield is the first token).
-    Writes into the cache: run it inside ``cache.scratch()``."""
-    seen = set(ids)
-    hidden = run_text(backbone, cache, ids, write=True)
+    Writes into the cache: run it inside ``cache.scratch()``.
+
+    As in the released HERMES code, the penalty falls on the tokens generated so far only
+    (never on the question and its chat template, so the first token is unpenalised), and
+    never on a stop token."""
+    seen: set[int] = set()
+    hidden = run_text(backbone, cache, ids, write=True, lead=lead)  # lead: see run_text
     for step in range(max_new):
-        token = int(penalise(next_logits(backbone, hidden), seen, penalty).argmax())
+        token = int(penalise(next_logits(backbone, hidden), seen - backbone.stop_ids, penalty).argmax())
         if token in backbone.stop_ids:
             yield None
             return

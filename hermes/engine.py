@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from hermes import eviction, queries, telemetry
-from hermes.backbones import Backbone, load_backbone
+from hermes.backbones import Backbone, dtype_name, load_backbone
 from hermes.cache import PREFIX, HermesCache
 from hermes.config import HermesConfig
 from hermes.decode import Answer, Detokenizer, Peek, append_chunk, greedy, next_logits, run_text
@@ -125,10 +125,10 @@ class StreamEngine:
         """One chunk: encode, append, pseudo-queries, evict, re-index, report."""
         state, cache, backbone, n_layers = self._state, self._cache, self.backbone, self.backbone.n_layers
         first, pixels = state.frames_seen, torch.stack(state.pending[:n_frames])  # (T, 3, S, S)
-        cache.make_room(n_frames * backbone.tokens_per_frame + 1, backbone.max_positions)
+        cache.make_room(backbone.chunk_tokens(n_frames), backbone.max_positions)
         needs, watch = self.policy.needs(n_layers), Stopwatch()
         with watch.lap("encode"), torch.no_grad():
-            feats = backbone.encode_pixels(pixels)  # (1, T * tokens_per_frame + 1, D)
+            feats = backbone.encode_pixels(pixels)  # (1, chunk_tokens(T), D)
         with watch.lap("prefill"):
             frame_ids, kinds = backbone.chunk_layout(first, n_frames)  # (n,) each: where every token comes from
             rows = (needs.observation_rows or 1) if needs.prefill_attention else 0
@@ -137,7 +137,7 @@ class StreamEngine:
         with watch.lap("pseudo"):
             texts = self.pseudo_texts()
             names = needs.queries | set(self.config.telemetry_queries)
-            attention = queries.pseudo_query_attention(backbone, cache, texts, names)
+            attention = queries.pseudo_query_attention(backbone, cache, texts, names, self.config.pseudo_query_style)
         with watch.lap("telemetry"):
             present = telemetry.frames_present(cache)
             pooled = {name: telemetry.pool_layers(cache, per_layer, present) for name, per_layer in attention.items()}
@@ -156,12 +156,12 @@ class StreamEngine:
             chunk=state.chunks - 1, first_frame=first, n_frames=n_frames, t_start=times[0], t_end=times[-1],
             policy=self.policy.name, tiers=[self.policy.tier(i, n_layers) for i in range(n_layers)],
             layer_budgets=np.array(result.budgets or [0] * n_layers), evicted=result.evicted, frame_ids=present,
-            kept=kept, attention=pooled, timings=timings, **telemetry.cache_summary(cache))
+            kept=kept, attention=pooled, timings=timings, layout=backbone.layout, **telemetry.cache_summary(cache))
 
     def pseudo_texts(self) -> dict[str, str]:
         """The local / global / mixed texts the next chunk's pseudo-queries will use."""
         base = self.config.pseudo_queries or self.backbone.pseudo_queries
-        return queries.pseudo_texts(base, self._state.last_exchange)
+        return queries.pseudo_texts(base, self._state.last_exchange, self.config.pseudo_query_style)
 
     # ---- questions ----------------------------------------------------------------------
     def ask(self, question: str, max_new_tokens: int | None = None) -> Answer:
@@ -177,10 +177,11 @@ class StreamEngine:
         max_new = check_max_new(max_new_tokens, self.config.max_new_tokens)
         with self._lock:
             start, ttft = time.perf_counter(), 0.0
-            ids = self.backbone.question_ids(question)
+            ids, lead = self.backbone.question_ids(question), self.backbone.question_lead()
             detok = Detokenizer(self.backbone.tokenizer)
-            with self._cache.scratch():
-                for token in greedy(self.backbone, self._cache, ids, max_new, self.config.repetition_penalty):
+            with self._cache.scratch():  # the question (after its lead) and the answer vanish after
+                penalty = self.config.repetition_penalty
+                for token in greedy(self.backbone, self._cache, ids, max_new, penalty, lead=lead):
                     if not detok.tokens and not ttft:
                         ttft = time.perf_counter() - start
                     if token is None:
@@ -194,19 +195,20 @@ class StreamEngine:
             frame_ids = telemetry.frames_present(self._cache)
             where = None  # where the question looked, measured after the answer so TTFT stays clean
             if self.config.record_question_attention:
-                where = telemetry.pool_layers(self._cache, queries.text_attention(self.backbone, self._cache, ids),
-                                              frame_ids)
+                where = telemetry.pool_layers(self._cache, queries.text_attention(self.backbone, self._cache, ids,
+                                                                                  lead), frame_ids)
             state.questions.append(QuestionEvent(question, text, ttft, total, len(detok.tokens), state.frames_seen,
                                                  frame_ids, where))
 
     # ---- looking without writing --------------------------------------------------------
     def peek(self, text_or_ids: str | list[int]) -> Peek:
         """Run a text after the stream without writing: a str is rendered like a question (chat
-        template), a list of ids is used as it is."""
+        template, after the backbone's question lead), a list of ids is used as it is."""
         with self._lock:
-            ids = (self.backbone.question_ids(check_question(text_or_ids)) if isinstance(text_or_ids, str)
-                   else list(text_or_ids))
-            hidden = run_text(self.backbone, self._cache, ids, write=False)  # (1, n, D)
+            question = isinstance(text_or_ids, str)
+            ids = self.backbone.question_ids(check_question(text_or_ids)) if question else list(text_or_ids)
+            lead = self.backbone.question_lead() if question else None
+            hidden = run_text(self.backbone, self._cache, ids, write=False, lead=lead)  # (1, n, D)
             return Peek(hidden=hidden[0], logits=next_logits(self.backbone, hidden))
 
     def next_token_logits(self, question: str) -> torch.Tensor:
@@ -217,8 +219,8 @@ class StreamEngine:
         """Where `text`, asked now, would look: its attention over every cached token of every
         layer (mean over heads and its rows). Writes nothing and changes nothing."""
         with self._lock:
-            ids = self.backbone.question_ids(check_question(text))
-            return telemetry.cache_attention(self._cache, queries.text_attention(self.backbone, self._cache, ids))
+            ids, lead = self.backbone.question_ids(check_question(text)), self.backbone.question_lead()
+            return telemetry.cache_attention(self._cache, queries.text_attention(self.backbone, self._cache, ids, lead))
 
     def cache_lengths(self) -> list[int]:
         """Evictable (video, newline, summary) tokens held by each layer."""
@@ -229,7 +231,9 @@ class StreamEngine:
         """Frames seen, cache size and positions, cumulative timings (seconds)."""
         with self._lock:
             state = self._state
-            return {"model": self.backbone.name, "policy": self.policy.name, "budget": self.config.budget,
+            backbone = self.backbone
+            return {"model": backbone.name, "device": str(backbone.device), "dtype": dtype_name(backbone.dtype),
+                    "layout": backbone.layout, "policy": self.policy.name, "budget": self.config.budget,
                     "frames_seen": state.frames_seen, "pending_frames": len(state.pending), "chunks": state.chunks,
                     "stream_time_s": state.last_time, "prefix_tokens": self.prefix_tokens,
                     "cache_lengths": self.cache_lengths(), "kv_bytes": self._cache.nbytes(),
@@ -238,14 +242,18 @@ class StreamEngine:
 
 
 def load_engine(model: str | Backbone = "hermes-tiny", policy: str | Policy = "hermes", budget: int | None = None,
-                *, device: str = "cpu", seed: int = 0, policy_params: dict | None = None,
-                **config: object) -> StreamEngine:
+                *, device: str = "auto", dtype: str | torch.dtype = "auto", seed: int = 0,
+                policy_params: dict | None = None, **config: object) -> StreamEngine:
     """Build a StreamEngine. `model`: a name / directory / hub id (see hermes.backbones) or an
-    already loaded Backbone (engines may share one); `policy`: a registered name (with its
-    parameters in `policy_params`) or a Policy instance; `config`: HermesConfig fields."""
+    already loaded Backbone (engines may share one); `device` ("auto", "cpu", "cuda") and
+    `dtype` ("auto", "float32", "bfloat16", "float16") as in ``load_backbone``; `policy`: a
+    registered name (with its parameters in `policy_params`) or a Policy instance; `config`:
+    HermesConfig fields."""
     cfg = HermesConfig.from_kwargs(budget=budget, **config)
     if isinstance(policy, Policy) and policy_params:
         raise HermesError("policy_params go with a policy name; a Policy instance already has its parameters")
+    if isinstance(model, Backbone) and (device, dtype) != ("auto", "auto"):
+        raise HermesError("device and dtype go with a model name; a loaded Backbone already has them")
     pol = get(policy, **(policy_params or {}))
-    backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, seed=seed)
+    backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, dtype=dtype, seed=seed)
     return StreamEngine(backbone, pol, cfg)

@@ -32,7 +32,7 @@ def check_number(name: str, value: object, low: float, high: float, *, whole: bo
 
 
 def _num(x: float) -> str:
-    return "inf" if x == float("inf") else f"{x:,g}" if abs(x) < 1e5 else f"{int(x):,}"
+    return "inf" if x == float("inf") else f"{x:g}" if abs(x) < 1e6 else f"{int(x):,}"
 
 
 def check_choice(name: str, value: object, allowed: tuple) -> None:

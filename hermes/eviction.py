@@ -8,6 +8,16 @@ token of every layer (the policy sees one layer at a time through a ``LayerConte
 cross-layer smoothing from the deepest layer up; the cut, keeping the top ``budget`` per
 layer and, where the policy says so, folding the rest into one summary token. Prefix
 tokens are never candidates.
+
+Folding follows ``policy.fold_mode()``. "after_kept" (the released HERMES code): a summarizing
+layer holding more than budget - 1 tokens keeps its top budget - 1 (an earlier summary competes
+like any token) and folds the rest into a new summary one position past the newest token that
+stays. The released code then continues that layer one position past the summary; here all
+layers share the stream's next position, so when a summary lands on it the stream moves on by
+one. A layer whose newest tokens were evicted keeps their positions as a gap before the next
+chunk (the released code closes it: every layer there continues after its own newest token).
+"first_folded": a layer over budget keeps budget - 1 tokens that are not summaries and folds the
+rest, the earlier summary included, into a summary at the smallest folded position.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import torch
 from hermes.cache import PREFIX, SUMMARY, HermesCache, HermesLayer
 from hermes.errors import HermesError
 from hermes.policies import LayerContext, Policy
-from hermes.policies.base import keep_set, smooth_across_layers
+from hermes.policies.base import FOLD_MODES, keep_set, smooth_across_layers
 from hermes.telemetry import Stopwatch
 
 
@@ -54,7 +64,13 @@ def evict(cache: HermesCache, policy: Policy, budget: int | None, attention: dic
         budgets = layer_budgets(policy, n_layers, budget)
         evicted = np.zeros(n_layers, dtype=np.int64)
         index = [layer.evictable_index() for layer in cache.layers]
-    if budgets is None or all(len(idx) <= b for idx, b in zip(index, budgets, strict=True)):
+        if budgets is not None:
+            mode = policy.fold_mode()
+            if mode not in FOLD_MODES:
+                raise HermesError(f"policy {policy.name!r} gave fold mode {mode!r}; need one of {FOLD_MODES}")
+            folds = [policy.summarize(i, n_layers) for i in range(n_layers)]
+            limits = [cut_above(b, fold, mode) for b, fold in zip(budgets, folds, strict=True)]
+    if budgets is None or all(len(idx) <= limit for idx, limit in zip(index, limits, strict=True)):
         return Eviction(budgets, evicted)
     with watch.lap("score"):
         scores = [score_layer(policy, cache.layers[i], i, n_layers, budgets[i], index[i], attention, window,
@@ -62,9 +78,18 @@ def evict(cache: HermesCache, policy: Policy, budget: int | None, attention: dic
         scores = smooth_across_layers(scores, [policy.smoothing_lam(i, n_layers) for i in range(n_layers)])
     with watch.lap("evict"):
         for i, layer in enumerate(cache.layers):
-            if len(index[i]) > budgets[i]:
-                evicted[i] = cut_layer(layer, index[i], scores[i], budgets[i], policy.summarize(i, n_layers))
+            if len(index[i]) > limits[i]:
+                evicted[i] = cut_layer(layer, index[i], scores[i], budgets[i], folds[i], mode)
+        if (top := cache.max_position()) >= cache.next_position:  # a summary sits on the next position
+            cache.advance(top + 1 - cache.next_position)
     return Eviction(budgets, evicted)
+
+
+def cut_above(budget: int, fold: bool, mode: str) -> int:
+    """A layer holding more evictable tokens than this is cut: budget, or budget - 1 for a
+    layer that folds in the "after_kept" mode (the released code cuts it to budget - 1 and
+    adds a summary even when it holds exactly budget)."""
+    return budget - 1 if fold and mode == "after_kept" else budget
 
 
 def score_layer(policy: Policy, layer: HermesLayer, layer_idx: int, n_layers: int, budget: int, index: torch.Tensor,
@@ -87,19 +112,25 @@ def score_layer(policy: Policy, layer: HermesLayer, layer_idx: int, n_layers: in
     return scores
 
 
-def cut_layer(layer: HermesLayer, index: torch.Tensor, scores: np.ndarray, budget: int, summarize: bool) -> int:
-    """Keep the top-scoring evictable tokens of one layer; with `summarize`, fold the rest into
-    a summary token (the old summary is always folded in again, so a layer holds one).
+def cut_layer(layer: HermesLayer, index: torch.Tensor, scores: np.ndarray, budget: int, summarize: bool,
+              mode: str = "after_kept") -> int:
+    """Keep the top-scoring evictable tokens of one layer; with `summarize`, keep budget - 1 and
+    fold the rest into a new summary token, placed as `mode` says (see the module docstring).
     Returns how many tokens the layer lost (net of the summary)."""
     n = len(index)
     candidates = np.arange(n)
-    if summarize:
+    refold = summarize and mode == "first_folded"
+    if refold:  # the earlier summary is no candidate: it is folded in again
         candidates = candidates[layer.kinds[index].numpy() != SUMMARY]
     keep = candidates[keep_set(scores[candidates], budget - 1 if summarize else budget)]
     drop = torch.from_numpy(np.setdiff1d(np.arange(n), keep))
     kept_positions = layer.positions[index[torch.from_numpy(keep)]]  # positions are unique in a layer
-    if summarize:
-        layer.fold(index[drop])  # one summary token, at the smallest folded position
-    stays = (layer.kinds == PREFIX) | (layer.kinds == SUMMARY) | torch.isin(layer.positions, kept_positions)
+    stays = (layer.kinds == PREFIX) | torch.isin(layer.positions, kept_positions)
+    if summarize and len(drop):
+        at = None  # "first_folded": at the smallest folded position
+        if not refold and bool(stays.any()):
+            at = int(layer.positions[stays].max()) + 1  # one past the newest token that stays
+        layer.fold(index[drop], at=at)
+        stays = (layer.kinds == PREFIX) | (layer.kinds == SUMMARY) | torch.isin(layer.positions, kept_positions)
     layer.keep(stays.nonzero().flatten())
     return n - len(layer.evictable_index())

@@ -150,6 +150,7 @@ class ChunkEvent:
     kv_bytes: int = 0
     max_position: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # s: encode prefill pseudo score evict telemetry total
+    layout: str = ""  # the backbone's token layout: "newline-per-chunk" or "newline-before-question"
 
     def to_dict(self) -> dict:
         return {"type": "chunk", **_plain(asdict(self))}

@@ -9,6 +9,12 @@ Readers: decord (from the maintained ``decord2`` package; frame-exact batch acce
 PyAV (FFmpeg 8 with dav1d, libvpx-vp9, SVT-AV1) as fallback for what decord cannot open
 or where it is not installed. ``backend="decord" | "pyav"`` forces one.
 
+Resolution: frames come out at full resolution up to 1080p (``MAX_SIZE``: 1920 on the long
+side, 1080 on the short one, either orientation), so the model's own resize to its vision
+input is the only resize. Larger frames (4K) are scaled down once, to fit 1080p, while
+PyAV converts them (a huge frame is never held as full-size RGB). ``max_size=None`` keeps
+every frame at its size; a smaller box bounds memory where many frames are held at once.
+
 Sampling rule (both readers): walk the frames in order and keep a frame when its time
 reaches the next sample time k / fps; the next sample time is then the first multiple of
 1 / fps after it. So a 30 fps clip read at 2 fps gives the frames at 0, 0.5, 1.0 ... s,
@@ -41,6 +47,7 @@ av.logging.set_level(av.logging.PANIC)  # our messages replace FFmpeg's console 
 BACKENDS = ("auto", "decord", "pyav")
 _EPS = 1e-3  # seconds; WebM/Matroska store times in whole milliseconds
 _DECORD_BATCH = 16
+MAX_SIZE = (1920, 1080)  # (long side, short side): frames up to 1080p come out at full resolution
 _IMAGE_MAGIC = [
     (0, b"\x89PNG\r\n\x1a\n", "a PNG image"),
     (0, b"\xff\xd8\xff", "a JPEG image"),
@@ -190,28 +197,32 @@ def check_complete(path: str | Path) -> VideoInfo:
     return info
 
 
-def _scaled(width: int, height: int, max_side: int | None) -> tuple[int, int] | None:
-    """(width, height) to decode at so the longer side is <= max_side (even sizes), or None."""
-    if not max_side or max(width, height) <= max_side:
+def scaled_size(width: int, height: int, max_size: tuple[int, int] | None = MAX_SIZE) -> tuple[int, int] | None:
+    """(width, height) to decode a width x height frame at so that it fits in `max_size`
+    = (long side, short side) with its aspect kept (even sizes), or None when it fits as it is."""
+    if not max_size:
         return None
-    scale = max_side / max(width, height)
+    long_side, short_side = max_size
+    scale = min(long_side / max(width, height), short_side / min(width, height))
+    if scale >= 1:
+        return None
     return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
-def iter_frames(path: str | Path, fps: float, backend: str = "auto", max_side: int | None = None
+def iter_frames(path: str | Path, fps: float, backend: str = "auto", max_size: tuple[int, int] | None = MAX_SIZE
                 ) -> Iterator[tuple[np.ndarray, float]]:
     """Yield (uint8 (H, W, 3) RGB frame, time in seconds) sampled at `fps`.
 
-    max_side: frames larger than this are scaled down while they are converted (PyAV /
-    swscale; "auto" picks PyAV then, decord2 cannot scale reliably), so a huge frame is
-    never held as full-size RGB.
+    max_size: (long side, short side); frames that do not fit (default: larger than 1080p)
+    are scaled down once, to fit, while they are converted (PyAV / swscale; "auto" picks PyAV
+    then, decord2 cannot scale reliably). Frames that fit come out at full resolution.
     Errors found while decoding are raised after the frames decoded before them, so a
     consumer keeps what it already has."""
     fps = _check_fps(fps)
     if backend not in BACKENDS:
         raise VideoError(f"backend must be one of {BACKENDS}, got {backend!r}")
     info = probe(path)
-    size = _scaled(info.width, info.height, max_side)
+    size = scaled_size(info.width, info.height, max_size)
     p = Path(path).expanduser()
     if backend == "decord" and decord is None:
         raise VideoError("the decord reader is not installed (pip install decord2); use backend='pyav'")
@@ -219,7 +230,8 @@ def iter_frames(path: str | Path, fps: float, backend: str = "auto", max_side: i
     last_t, count = None, 0
     try:
         if backend == "decord" and size:
-            raise VideoError("the decord reader cannot scale frames; use backend='pyav' or 'auto' with max_side")
+            raise VideoError(f"the decord reader cannot scale {info.width}x{info.height} frames to fit "
+                             f"{max_size[0]}x{max_size[1]}; use backend='pyav' or 'auto', or max_size=None")
         if backend == "decord" or (backend == "auto" and decord is not None and size is None):
             try:
                 for frame, t in _decord_frames(p, fps, decoded):
@@ -256,10 +268,12 @@ def _check_complete(p: Path, info: VideoInfo, last_t: float | None) -> None:
         )
 
 
-def read_video(path: str | Path, fps: float, backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """Whole file sampled at `fps`: (uint8 (T, H, W, 3), float64 (T,) seconds)."""
+def read_video(path: str | Path, fps: float, backend: str = "auto", max_size: tuple[int, int] | None = MAX_SIZE
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Whole file sampled at `fps`: (uint8 (T, H, W, 3), float64 (T,) seconds); frames
+    larger than `max_size` (default 1080p) scaled down once to fit, as in ``iter_frames``."""
     frames, times = [], []
-    for frame, t in iter_frames(path, fps, backend=backend):
+    for frame, t in iter_frames(path, fps, backend=backend, max_size=max_size):
         frames.append(frame)
         times.append(t)
     return np.stack(frames), np.asarray(times, dtype=np.float64)

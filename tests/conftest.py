@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for a hub
+os.environ.setdefault("HERMES_DEVICE", "cpu")  # device="auto" means the CPU in fp32 here, even beside a GPU
 
 from hermes.backbones import Backbone, load_backbone
 from hermes.config import HermesConfig

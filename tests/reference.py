@@ -43,12 +43,13 @@ def full_logits(backbone: Backbone, embeds: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def greedy_from_scratch(backbone: Backbone, embeds: torch.Tensor, question_ids: list[int], max_new: int,
                         penalty: float) -> list[int]:
-    """Greedy decoding by re-running the whole sequence for every token (no cache)."""
+    """Greedy decoding by re-running the whole sequence for every token (no cache); the penalty
+    falls on the generated tokens only (the released HERMES code's)."""
     seq = torch.cat([embeds, backbone.embed_ids(question_ids)], dim=1)
-    seen, out = set(question_ids), []
+    seen, out = set(), []
     for _ in range(max_new):
         logits = full_logits(backbone, seq)
-        idx = torch.tensor(sorted(seen))
+        idx = torch.tensor(sorted(seen), dtype=torch.long)
         vals = logits[idx]
         logits[idx] = torch.where(vals > 0, vals / penalty, vals * penalty)
         token = int(logits.argmax())

@@ -35,6 +35,7 @@ def test_ingest_follows_the_playhead_chunk_by_chunk(session):
     status = session.advance(8.0)  # 17 frames at 2 fps: one chunk of 16 in memory, one waiting
     assert status["chunks"] == 1 and status["pending_frames"] == 1 and session.memory_time() == 7.5
     assert session.times == [i / 2 for i in range(17)]
+    assert (status["device"], status["dtype"]) == ("cpu", "float32")  # what the status line names
 
 
 def test_ingest_is_bounded_per_tick_and_reports_how_far_behind(session):
@@ -218,7 +219,7 @@ def test_end_to_end_example_question_answer_and_telemetry(client, tmp_path):
     assert player and EXAMPLE in status
     for playhead in (2.0, 4.0, 6.0, 8.0):
         status = client.predict(playhead, "global", api_name="/tick")[0]
-    assert "1 chunks" in status
+    assert "1 chunks" in status and " on cpu in float32" in status
     meta = json.loads((Path(__file__).resolve().parent.parent / "assets" / "examples" / f"{EXAMPLE}.json").read_text())
     # asked at 7.9 s (the first chunk ends at 7.5 s); one the bundled model gets right (it gets 4 of
     # the 5 asked then; it calls the blue circle green)

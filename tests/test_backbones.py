@@ -1,4 +1,6 @@
-"""Loading backbones: random-tiny, a locally saved model directory (the hub code path), errors."""
+"""Loading backbones: random-tiny, a locally saved model directory (the hub code path), device
+and precision, the token layout, errors. tests/test_conformance.py checks a shrunk real
+LLaVA-OneVision against transformers."""
 
 from __future__ import annotations
 
@@ -7,9 +9,19 @@ import json
 import pytest
 import torch
 
+import hermes
 from hermes import HermesError
 from hermes.attention import record_attention
-from hermes.backbones import BUNDLED_MODELS, load_backbone, split_chat_template
+from hermes.backbones import (
+    BUNDLED_MODELS,
+    NEWLINE_BEFORE_QUESTION,
+    NEWLINE_PER_CHUNK,
+    load_backbone,
+    resolve_device,
+    resolve_dtype,
+    split_chat_template,
+)
+from hermes.cache import NEWLINE
 from hermes.tokenizer import build_tokenizer
 from tests.conftest import random_frames
 
@@ -39,7 +51,8 @@ def test_saved_directory_loads_through_the_pretrained_path(backbone, tmp_path):
     backbone.model.save_pretrained(tmp_path)
     backbone.tokenizer.save_pretrained(tmp_path)
     (tmp_path / "hermes.json").write_text(json.dumps({"system_prompt": "you watch a video stream .",
-                                                      "pseudo_queries": {"local": "now ?", "global": "all ?"}}))
+                                                      "pseudo_queries": {"local": "now ?", "global": "all ?"},
+                                                      "layout": NEWLINE_PER_CHUNK}))
     assert any(p.suffix == ".safetensors" for p in tmp_path.iterdir())
     loaded = load_backbone(str(tmp_path))
     with record_attention() as rec:  # only the registered hermes attention records
@@ -55,6 +68,79 @@ def test_saved_directory_loads_through_the_pretrained_path(backbone, tmp_path):
         a = loaded.language_model(inputs_embeds=loaded.embed_ids(ids)).last_hidden_state
         b = backbone.language_model(inputs_embeds=backbone.embed_ids(ids)).last_hidden_state
     torch.testing.assert_close(a, b)
+
+
+def test_random_tiny_keeps_its_trained_newline_per_chunk(backbone):
+    assert backbone.layout == NEWLINE_PER_CHUNK and backbone.question_lead() is None
+    frames, kinds = backbone.chunk_layout(3, 2)
+    assert frames.tolist() == [3] * 16 + [4] * 17 and kinds.tolist()[-1] == NEWLINE
+    assert backbone.chunk_tokens(2) == 33
+
+
+@pytest.mark.skipif(not (BUNDLED_MODELS["hermes-tiny"] / "config.json").exists(), reason="bundled model absent")
+def test_bundled_hermes_tiny_keeps_its_layout_by_name_and_by_path():
+    assert load_backbone("hermes-tiny").layout == NEWLINE_PER_CHUNK
+    assert load_backbone(str(BUNDLED_MODELS["hermes-tiny"])).layout == NEWLINE_PER_CHUNK
+
+
+def test_a_directory_without_a_layout_gets_transformers_layout(backbone, tmp_path):
+    backbone.model.save_pretrained(tmp_path)
+    backbone.tokenizer.save_pretrained(tmp_path)
+    loaded = load_backbone(str(tmp_path))
+    assert loaded.layout == NEWLINE_BEFORE_QUESTION
+    frames = random_frames(2)
+    torch.testing.assert_close(loaded.encode_frames(frames), backbone.encode_frames(frames)[:, :-1])
+    assert torch.equal(loaded.question_lead()[0, 0], loaded.model.model.image_newline)
+    (tmp_path / "hermes.json").write_text(json.dumps({"layout": "newline-sometimes"}))
+    with pytest.raises(HermesError, match="layout must be one of"):
+        load_backbone(str(tmp_path))
+
+
+def test_auto_device_and_dtype(monkeypatch):
+    monkeypatch.delenv("HERMES_DEVICE", raising=False)
+    monkeypatch.delenv("HERMES_DTYPE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_dtype("auto", "cpu") == torch.float32
+    with pytest.raises(HermesError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_dtype("auto", "cuda") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_dtype("auto", "cuda:0") == torch.float16
+    assert resolve_dtype("float32", "cuda") == torch.float32 and resolve_dtype(torch.bfloat16) == torch.bfloat16
+
+
+def test_environment_decides_what_auto_means(monkeypatch):
+    monkeypatch.setenv("HERMES_DEVICE", "cpu")
+    monkeypatch.setenv("HERMES_DTYPE", "bfloat16")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cpu" and resolve_dtype("auto", "cpu") == torch.bfloat16
+    assert resolve_dtype("float32", "cpu") == torch.float32  # an explicit choice wins
+    bb = load_backbone("random-tiny")
+    assert (str(bb.device), bb.dtype) == ("cpu", torch.bfloat16)
+    monkeypatch.setenv("HERMES_DTYPE", "float64")
+    with pytest.raises(HermesError, match="dtype must be"):
+        resolve_dtype("auto", "cpu")
+
+
+@pytest.mark.parametrize("device, dtype, message", [
+    ("tpu", "auto", "device must be"), ("cuda:x", "auto", "device must be"),
+    ("cpu", "fp8", "dtype must be"), ("cpu", torch.int8, "dtype must be"),
+])
+def test_bad_device_or_dtype_is_refused(device, dtype, message):
+    with pytest.raises(HermesError, match=message):
+        load_backbone("random-tiny", device=device, dtype=dtype)
+
+
+def test_engine_states_device_dtype_and_layout(backbone):
+    engine = hermes.load_engine(backbone, policy="fifo", budget=64, chunk_frames=2)
+    stats = engine.stats()
+    assert (stats["device"], stats["dtype"], stats["layout"]) == ("cpu", "float32", NEWLINE_PER_CHUNK)
+    assert engine.ingest(random_frames(2))[0].layout == NEWLINE_PER_CHUNK
+    with pytest.raises(HermesError, match="a loaded Backbone already has them"):
+        hermes.load_engine(backbone, device="cpu")
 
 
 def test_chat_template_split_around_video_and_question():

@@ -1,12 +1,14 @@
 """Cache operations on a real cache filled by the engine: keep, fold, crop, rewind, bytes, and
-every operation inherited from transformers' Cache / DynamicLayer (one table)."""
+every operation inherited from transformers' Cache / DynamicLayer (one table); re-indexing
+many times in bf16 / fp16 without drift."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from hermes.cache import NEWLINE, PREFIX, SUMMARY, VIDEO, CacheMark, HermesCache, HermesLayer
+from hermes.backbones import load_backbone
+from hermes.cache import META_BYTES, NEWLINE, PREFIX, SUMMARY, VIDEO, CacheMark, HermesCache, HermesLayer
 from hermes.errors import HermesError
 from tests.conftest import make_engine, random_frames
 
@@ -62,6 +64,7 @@ def test_crop_and_bytes(engine, backbone):
     cache = engine.cache
     cfg = backbone.language_model.config
     per_token = 2 * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 4  # K + V, fp32
+    per_token += META_BYTES  # positions, frames, kinds, acc, origins; fp32 keeps no reference keys
     assert cache.nbytes() == sum(cache.lengths()) * per_token
     lengths = [n - i for i, n in enumerate(cache.lengths())]
     cache.rewind(CacheMark(tuple(lengths), cache.next_position))
@@ -85,8 +88,9 @@ def test_scratch_removes_what_was_written_inside_and_restores_the_next_position(
 def in_step(layer: HermesLayer) -> bool:
     """Keys, values and every metadata field describe the same tokens."""
     n = len(layer)
-    lengths = {len(layer.positions), len(layer.frames), len(layer.kinds), len(layer.acc)}
-    return lengths == {n} and (not layer.is_initialized or layer.keys.shape[-2] == layer.values.shape[-2] == n)
+    lengths = {len(layer.positions), len(layer.frames), len(layer.kinds), len(layer.acc), len(layer.origins)}
+    return lengths == {n} and (not layer.is_initialized
+                               or layer.keys.shape[-2] == layer.values.shape[-2] == layer.references.shape[-2] == n)
 
 
 # (operation, what it does to a layer filled with n tokens) for every Cache / DynamicLayer method
@@ -152,3 +156,128 @@ def test_forward_without_staged_metadata_is_refused(engine, backbone):
     with pytest.raises(RuntimeError, match="stage the new tokens"):
         backbone.language_model(inputs_embeds=backbone.embed_ids([5]), past_key_values=engine.cache,
                                 attention_mask={"full_attention": None})
+
+
+# ---- re-indexing without drift ---------------------------------------------------------
+def written_cache(backbone, dtype: torch.dtype, n: int = 160, prefix: int = 4) -> tuple[HermesCache, torch.Tensor]:
+    """A one-layer cache holding n keys written in `dtype` at positions 0..n-1 (frame = index,
+    so a token is known by its frame), and those keys in fp32 as the model computed them."""
+    cfg = backbone.language_model.config
+    head_dim = backbone.language_model.layers[0].self_attn.head_dim
+    raw = torch.randn(1, cfg.num_key_value_heads, n, head_dim, generator=torch.Generator().manual_seed(0)) * 3
+    keys = backbone.rotate_keys(raw, torch.arange(n))
+    cache = HermesCache(1, backbone.rotate_keys)
+    kinds = torch.full((n,), VIDEO, dtype=torch.int8)
+    kinds[:prefix] = PREFIX
+    with cache.staged(torch.arange(n), torch.arange(n), kinds):
+        cache.layers[0].update(keys.to(dtype), keys.to(dtype))
+    cache.advance(n)
+    return cache, keys
+
+
+def reindex(cache: HermesCache, step: int, generator: torch.Generator) -> None:
+    """One re-index; in turn: a shift far out, the shift back, one video token evicted and a compaction."""
+    if step % 3 == 1:
+        cache.shift(1000 + 37 * step)
+    elif step % 3 == 2:
+        cache.shift(-(1000 + 37 * (step - 1)))
+    else:
+        layer = cache.layers[0]
+        video = (layer.kinds == VIDEO).nonzero().flatten()
+        stays = torch.ones(len(layer), dtype=torch.bool)
+        stays[video[torch.randint(len(video), (1,), generator=generator)]] = False
+        layer.keep(stays.nonzero().flatten())
+        cache.compact_all()
+
+
+def relative_error(keys: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
+    """(norm of the error / norm of the keys, max abs error / max abs key)."""
+    error = keys.float() - truth
+    return (error.norm() / truth.norm()).item(), (error.abs().max() / truth.abs().max()).item()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_two_hundred_reindexes_keep_the_key_error_of_one(backbone, dtype):
+    """Keys re-indexed 200 times (and a summary folded halfway) stay as close to the keys
+    computed directly at their final positions, in fp32, as after one re-index; re-rotating
+    in place in `dtype` (the old way, replayed alongside) drifts far past that."""
+    cache, keys32 = written_cache(backbone, dtype)
+    layer, generator = cache.layers[0], torch.Generator().manual_seed(1)
+    in_place, in_place_at = keys32.to(dtype), torch.arange(keys32.shape[-2])  # by frame
+    summary = None  # (fp32 key, position) of the summary, computed from the fp32 keys it folds
+
+    def truth() -> torch.Tensor:
+        """Every token's key computed directly at its current position from fp32 keys."""
+        out, written = torch.empty(layer.keys.shape), layer.frames >= 0
+        frames = layer.frames[written]
+        out[..., written, :] = backbone.rotate_keys(keys32[..., frames, :], layer.positions[written] - frames)
+        if summary is not None:
+            s = layer.kinds == SUMMARY
+            out[..., s, :] = backbone.rotate_keys(summary[0], layer.positions[s] - summary[1])
+        return out
+
+    errors, in_place_errors = {}, {}
+    for step in range(1, 201):
+        if step == 100:
+            folded = (layer.kinds == VIDEO).nonzero().flatten()[::20][:6]
+            frames, at = layer.frames[folded], layer.positions[folded].min()
+            layer.fold(folded)
+            summary = backbone.rotate_keys(keys32[..., frames, :], at - frames).mean(dim=-2, keepdim=True), at
+        reindex(cache, step, generator)
+        written = layer.frames >= 0
+        frames = layer.frames[written]
+        in_place[..., frames, :] = backbone.rotate_keys(in_place[..., frames, :],
+                                                        layer.positions[written] - in_place_at[frames])
+        in_place_at[frames] = layer.positions[written]
+        if step in (1, 50, 200):
+            errors[step] = relative_error(layer.keys, truth())
+            in_place_errors[step] = relative_error(in_place[..., frames, :], truth()[..., written, :])
+    assert int((layer.kinds == SUMMARY).sum()) == 1 and all(in_step(layer) for layer in cache.layers)
+    eps = torch.finfo(dtype).eps
+    # two roundings at most (the written key, the cast after the fp32 rotation), whatever the count
+    assert all(norm <= eps / 2 and largest <= eps for norm, largest in errors.values()), errors
+    assert errors[50][0] <= 1.25 * errors[1][0] and errors[200][0] <= 1.25 * errors[1][0], errors
+    assert in_place_errors[200][0] >= 5 * errors[200][0], (in_place_errors, errors)  # the test can tell
+
+
+def test_fp32_reindexing_rotates_in_place_as_before(backbone):
+    cache, keys32 = written_cache(backbone, torch.float32)
+    layer = cache.layers[0]
+    assert layer.references.data_ptr() == layer.keys.data_ptr()  # the keys are their own reference
+    assert cache.nbytes() == len(layer) * (2 * keys32[0, :, 0].numel() * 4 + META_BYTES)
+    for step in range(1, 201):
+        keys, positions, frames = layer.keys.clone(), layer.positions.clone(), layer.frames.clone()
+        reindex(cache, step, torch.Generator().manual_seed(step))
+        stays = torch.isin(frames, layer.frames)  # exactly the rotation of the keys by the delta, as before
+        assert torch.equal(layer.keys, backbone.rotate_keys(keys[..., stays, :], layer.positions - positions[stays]))
+        assert torch.equal(layer.origins, layer.positions)
+    truth = backbone.rotate_keys(keys32[..., layer.frames, :], layer.positions - layer.frames)
+    assert max(relative_error(layer.keys, truth)) <= 1e-5
+
+
+def test_bf16_cache_counts_its_reference_keys_and_copies_them(backbone):
+    cache, keys32 = written_cache(backbone, torch.bfloat16)
+    layer = cache.layers[0]
+    per_token = 3 * keys32[0, :, 0].numel() * 2 + META_BYTES  # K, V and reference keys in bf16, metadata
+    assert cache.nbytes() == len(layer) * per_token
+    cache.shift(5000)
+    copy = cache.gather([torch.arange(10, 40)])
+    assert torch.equal(copy.layers[0].references, layer.references[..., 10:40, :])
+    assert torch.equal(copy.layers[0].origins, torch.arange(10, 40)) and in_step(copy.layers[0])
+    copy.shift(-5000)
+    assert torch.equal(copy.layers[0].keys, keys32[..., 10:40, :].to(torch.bfloat16))  # back where written: exact
+
+
+def test_a_bf16_engine_holds_every_key_one_rotation_from_its_reference():
+    """Through the engine (hermes folds summaries; eager re-indexing moves every token every
+    chunk), each key is its reference rotated once, in fp32, to where the token is now."""
+    bf16 = load_backbone("random-tiny", seed=0, dtype=torch.bfloat16)
+    engine = make_engine(bf16, "hermes", budget=40, chunk_frames=2, reindex="eager")
+    engine.ingest(random_frames(12))
+    layers = engine.cache.layers
+    assert any(bool((layer.kinds == SUMMARY).any()) for layer in layers)
+    for layer in layers:
+        assert in_step(layer) and layer.keys.dtype == layer.references.dtype == torch.bfloat16
+        assert bool((layer.origins != layer.positions).any())  # moved since written (or folded)
+        moved = bf16.rotate_keys(layer.references.float(), layer.positions - layer.origins).to(torch.bfloat16)
+        assert torch.equal(layer.keys, moved)

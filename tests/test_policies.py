@@ -1,4 +1,6 @@
-"""Policies on small synthetic contexts with hand-computed keep-sets (12 tokens, budget 5)."""
+"""Policies on small synthetic contexts with hand-computed keep-sets (12 tokens, budget 5), and
+the `hermes` policy through the whole eviction (scores, tiers, smoothing, top-k, summary
+tokens) against an independent re-statement of the released HERMES code's selection."""
 
 from __future__ import annotations
 
@@ -6,12 +8,16 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
-from hermes.cache import VIDEO
+from hermes import eviction
+from hermes.cache import PREFIX, SUMMARY, VIDEO, HermesCache
 from hermes.errors import HermesError
 from hermes.policies import LayerContext, Needs, available, get
 from hermes.policies.base import keep_set, smooth_across_layers
 from hermes.policies.hermes_policy import minmax, recency
+from hermes.telemetry import Stopwatch
 
 N = 12
 ACC = np.array([5, 1, 9, 0, 3, 8, 2, 7, 4, 6, 1, 0], dtype=float)
@@ -101,24 +107,43 @@ def test_hermes_shallow_layers_keep_exactly_the_newest():
 
 def test_hermes_deep_layers_keep_the_top_global_attention():
     scores = get("hermes").score(ctx(layer=10, attention=ATT))
-    np.testing.assert_allclose(scores, minmax(ATT["global"]))
+    np.testing.assert_allclose(scores, minmax(ATT["global"], 1e-6))
     assert keep_set(scores, 5).tolist() == sorted(np.argsort(-ATT["global"])[:5].tolist())
 
 
-@pytest.mark.parametrize("schedule, layer, alpha, k", [
-    ("code", 1, 1.0, 20.0),  # p = 0: pure recency
-    ("code", 4, 1 - 0.9 * 0.5, 20 - 19.5 * 0.5),  # middle layers 1..7 of 12: p = (4 - 1) / 6
-    ("code", 7, 1 - 0.9, 0.5),
-    ("paper", 4, 1 - (0.75 - 0.6 * 0.5), 20 - 19.5 * 0.5),
-    ("paper", 7, 1 - (0.75 - 0.6), 0.5),
+DEPTHS = [  # L, layer, p by hand: (layer - first_middle) / (first_deep - first_middle), and the earlier span
+    (12, 1, 0 / 7, 0 / 6), (12, 4, 3 / 7, 3 / 6), (12, 7, 6 / 7, 6 / 6),  # middle 1..7, first deep 8
+    (24, 2, 0 / 14, 0 / 13), (24, 9, 7 / 14, 7 / 13), (24, 15, 13 / 14, 13 / 13),  # middle 2..15, deep 16
+    (28, 2, 0 / 17, 0 / 16), (28, 12, 10 / 17, 10 / 16), (28, 18, 16 / 17, 16 / 16),  # middle 2..18, deep 19
+]
+
+
+@pytest.mark.parametrize("n_layers, layer, p, p_last_middle", DEPTHS)
+def test_hermes_middle_depth_is_the_released_codes(n_layers, layer, p, p_last_middle):
+    assert get("hermes").depth(layer, n_layers) == pytest.approx(p)
+    assert get("hermes", depth_span="last_middle").depth(layer, n_layers) == pytest.approx(p_last_middle)
+    alpha, k, query = get("hermes").weights(layer, n_layers)
+    assert (alpha, k, query) == (pytest.approx(1 - 0.9 * p), pytest.approx(20 - 19.5 * p), "mixed")
+
+
+@pytest.mark.parametrize("schedule, depth_span, layer, alpha, k", [
+    ("code", "first_deep", 1, 1.0, 20.0),  # p = 0: pure recency
+    ("code", "first_deep", 4, 1 - 0.9 * 3 / 7, 20 - 19.5 * 3 / 7),  # middle layers 1..7 of 12: p = (4 - 1) / 7
+    ("code", "first_deep", 7, 1 - 0.9 * 6 / 7, 20 - 19.5 * 6 / 7),
+    ("code", "last_middle", 4, 1 - 0.9 * 0.5, 20 - 19.5 * 0.5),  # p = (4 - 1) / 6
+    ("code", "last_middle", 7, 1 - 0.9, 0.5),
+    ("paper", "first_deep", 4, 1 - (0.75 - 0.6 * 3 / 7), 20 - 19.5 * 3 / 7),
+    ("paper", "last_middle", 7, 1 - (0.75 - 0.6), 0.5),
 ])
-def test_hermes_middle_scores_by_hand(schedule, layer, alpha, k):
-    scores = get("hermes", schedule=schedule).score(ctx(layer=layer, attention=ATT))
+def test_hermes_middle_scores_by_hand(schedule, depth_span, layer, alpha, k):
+    scores = get("hermes", schedule=schedule, depth_span=depth_span).score(ctx(layer=layer, attention=ATT))
     d = (N - 1 - np.arange(N)) / (N - 1)
     r = np.exp(-k * d)
-    r = (r - r.min()) / (r.max() - r.min())
-    a = (ATT["mixed"] - ATT["mixed"].min()) / (ATT["mixed"].max() - ATT["mixed"].min())
+    r = (r - r.min()) / (r.max() - r.min() + 1e-6)
+    a = (ATT["mixed"] - ATT["mixed"].min()) / (ATT["mixed"].max() - ATT["mixed"].min() + 1e-6)
     np.testing.assert_allclose(scores, alpha * r + (1 - alpha) * a)
+    exact = get("hermes", schedule=schedule, depth_span=depth_span, norm_eps=0.0).score(ctx(layer=layer, attention=ATT))
+    np.testing.assert_allclose(exact, alpha * minmax(np.exp(-k * d)) + (1 - alpha) * minmax(ATT["mixed"]))
 
 
 def test_hermes_single_query_and_uniform_tier_ablations():
@@ -126,15 +151,20 @@ def test_hermes_single_query_and_uniform_tier_ablations():
     assert single.queries(12) == {"global"} and single.weights(4, 12)[2] == "global"
     uniform = get("hermes", tier_mode="uniform")
     assert {uniform.tier(i, 12) for i in range(12)} == {"middle"}
-    assert uniform.depth(0, 12) == 0.0 and uniform.depth(11, 12) == 1.0
+    assert uniform.depth(0, 12) == 0.0 and uniform.depth(11, 12) == 11 / 12
+    assert get("hermes", tier_mode="uniform", depth_span="last_middle").depth(11, 12) == 1.0
     assert not any(uniform.summarize(i, 12) for i in range(12))
     assert get("hermes", smoothing=False).smoothing_lam(3, 12) == 0.0
     assert not get("hermes", summary=False).summarize(10, 12)
+    assert get("hermes").fold_mode() == "after_kept"
+    assert get("hermes", summary_mode="first_folded").fold_mode() == "first_folded"
 
 
 def test_recency_and_minmax():
     np.testing.assert_allclose(recency(3, 20.0), [np.exp(-20), np.exp(-10), 1.0])
     assert minmax(np.array([2.0, 2.0])).tolist() == [0.0, 0.0]
+    assert minmax(np.array([2.0, 2.0]), 1e-6).tolist() == [0.0, 0.0]
+    np.testing.assert_allclose(minmax(np.array([1.0, 2.0, 3.0]), 1e-6), [0, 1 / (2 + 1e-6), 2 / (2 + 1e-6)])
 
 
 def test_cross_layer_smoothing_by_hand_with_interpolation():
@@ -158,10 +188,13 @@ BAD_PARAMS = [  # policy, parameters, the field and range the error must name
     ("hermes", {"lams": (0.1, 0.2, 2.0)}, r"lams must be a number in \[0, 1\]"),
     ("hermes", {"summary": "yes"}, r"summary must be True or False"),
     ("hermes", {"w0": 0.5, "gamma": 0.6}, r"w0 - gamma must be >= 0"),
+    ("hermes", {"depth_span": "last_deep"}, r"depth_span must be one of \('first_deep', 'last_middle'\)"),
+    ("hermes", {"summary_mode": "oldest"}, r"summary_mode must be one of \('after_kept', 'first_folded'\)"),
+    ("hermes", {"norm_eps": -1e-6}, r"norm_eps must be a number in \[0, 1\]"),
     ("streaming_llm", {"sinks": -1}, r"sinks must be a whole number in \[0,"),
     ("streaming_llm", {"sinks": 2.5}, r"sinks must be a whole number"),
     ("h2o", {"recent": 1.5}, r"recent must be a number in \[0, 1\]"),
-    ("snapkv", {"window": 0}, r"window must be a whole number in \[1, 4096\]"),
+    ("snapkv", {"window": 0}, r"window must be a whole number in \[1, 4,096\]"),
     ("snapkv", {"kernel": 0}, r"kernel must be a whole number in \[1,"),
     ("pyramidkv", {"beta": 0}, r"beta must be a number in \[1,"),
     ("pyramidkv", {"window": -3}, r"window must be a whole number"),
@@ -183,3 +216,266 @@ def test_needs_follow_from_what_a_policy_reads():
     h2o, snap = get("h2o").needs(12), get("snapkv", window=8).needs(12)
     assert h2o.accumulated and h2o.prefill_attention and not h2o.queries
     assert snap.observation_rows == 8 and snap.prefill_attention and not snap.accumulated
+
+
+# ---- hermes against the released code, through the whole eviction ---------------------------------------------
+#
+# `released_keep` restates the selection of the released HERMES code (inference/llavaov_hermes.py,
+# prune_kv_cache_by_attention) in torch float32 as it computes it: tiers at int(0.1 L) and int((1 - 0.3) L);
+# recency exp(-k d) and attention min-max normalised with + 1e-6; shallow alpha 1, k 20 (local query); deep
+# alpha 0 (global); middle p = (layer - first_middle) / (first_deep - first_middle), alpha 1 - 0.9 p,
+# k 20 - 19.5 p (mixed); smoothing from the second-deepest layer up with 0.4 / 0.3 / 0.1 (deep / middle /
+# shallow), F.interpolate where lengths differ; top-k of min(budget, n), budget - 1 in deep layers.
+# `ReleasedStream` restates its cache update (_shrink_positions_and_rerotate_keys, lazy): it prunes once the
+# first layer holds more than the budget with the prefix; a deep layer folds everything not kept (an
+# earlier summary included) into a summary appended one position past its newest kept token, and every
+# layer's next tokens follow its own newest token. Tokens carry their label in value channel 0, so a
+# summary's channel 0 is the mean of what it folded: comparing values in cache order compares keep-sets,
+# order and what every summary holds.
+
+DH = 8
+
+
+def rope(keys: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """RoPE re-rotation by per-token position deltas (the cache's RotateFn contract)."""
+    half = keys.shape[-1] // 2
+    angle = delta.float().view(-1, 1) * (1.0 / 100.0 ** (torch.arange(half, dtype=torch.float32) / half))
+    cos, sin = torch.cat([angle.cos()] * 2, dim=-1), torch.cat([angle.sin()] * 2, dim=-1)
+    return keys * cos + torch.cat((-keys[..., half:], keys[..., :half]), dim=-1) * sin
+
+
+def released_keep(attention: dict[str, list[torch.Tensor]], n_layers: int, budget: int) -> tuple[list, list]:
+    """Per layer the sorted indices it keeps, and whether it is a long-term (folding) layer."""
+    short_end, long_start = int(n_layers * 0.1), int(n_layers * (1 - 0.3))
+    raw, sizes, kinds = [], [], []
+    for layer in range(n_layers):
+        if layer < short_end:
+            kind, att, alpha, k = "short", attention["local"][layer], 1.0, 20.0
+        elif layer >= long_start:
+            kind, att, alpha, k = "long", attention["global"][layer], 0.0, 0.0
+        else:
+            progress = (layer - short_end) / (long_start - short_end)
+            kind, att, alpha, k = "mid", attention["mixed"][layer], 1.0 - 0.9 * progress, 20 - 19.5 * progress
+        n = att.shape[0]
+        t = torch.arange(n, dtype=torch.float32)
+        rec = torch.exp(-k * (n - 1 - t) / max(n - 1, 1))
+        att_norm = (att - att.min()) / (att.max() - att.min() + 1e-6)
+        rec_norm = (rec - rec.min()) / (rec.max() - rec.min() + 1e-6)
+        raw.append(att_norm * (1 - alpha) + rec_norm * alpha)
+        sizes.append(min(max(0, budget - 1) if kind == "long" else budget, n))
+        kinds.append(kind)
+    refined = [s.clone() for s in raw]
+    for i in range(n_layers - 2, -1, -1):
+        gamma = {"long": 0.4, "mid": 0.3, "short": 0.1}[kinds[i]]
+        above = refined[i + 1]
+        if above.shape[0] != refined[i].shape[0]:
+            above = F.interpolate(above.view(1, 1, -1), size=refined[i].shape[0], mode="linear",
+                                  align_corners=False).view(-1)
+        refined[i] = (1 - gamma) * refined[i] + gamma * above
+    keep = [torch.sort(torch.topk(s, size, sorted=False).indices).values.tolist()
+            for s, size in zip(refined, sizes, strict=True)]
+    return keep, [kind == "long" for kind in kinds]
+
+
+class ReleasedStream:
+    """The released code's per-layer cache, non-prefix tokens only: keys, values, positions and
+    which tokens are summaries."""
+
+    def __init__(self, n_layers: int, prefix: int) -> None:
+        self.prefix = prefix
+        self.keys = [torch.zeros(0, DH) for _ in range(n_layers)]
+        self.values = [torch.zeros(0, DH) for _ in range(n_layers)]
+        self.positions = [torch.zeros(0, dtype=torch.long) for _ in range(n_layers)]
+        self.summary = [torch.zeros(0, dtype=torch.bool) for _ in range(n_layers)]
+
+    def append(self, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        """A chunk; each layer's tokens follow its own newest token (keys taken as they are)."""
+        for layer, (k, v) in enumerate(zip(keys, values, strict=True)):
+            start = int(self.positions[layer][-1]) + 1 if len(self.positions[layer]) else self.prefix
+            self.keys[layer] = torch.cat([self.keys[layer], k])
+            self.values[layer] = torch.cat([self.values[layer], v])
+            self.positions[layer] = torch.cat([self.positions[layer], torch.arange(start, start + len(v))])
+            self.summary[layer] = torch.cat([self.summary[layer], torch.zeros(len(v), dtype=torch.bool)])
+
+    def prune(self, attention: dict[str, list[torch.Tensor]], budget: int) -> None:
+        if self.prefix + len(self.values[0]) <= budget:
+            return
+        keep, long_term = released_keep(attention, len(self.values), budget)
+        for layer, kept in enumerate(keep):
+            kept = torch.tensor(kept, dtype=torch.long)
+            pruned = torch.tensor(sorted(set(range(len(self.values[layer]))) - set(kept.tolist())), dtype=torch.long)
+            k, v, pos, summary = self.keys[layer], self.values[layer], self.positions[layer], self.summary[layer]
+            k_new, v_new, pos_new, summary_new = k[kept], v[kept], pos[kept], summary[kept]
+            if long_term[layer] and len(pruned):
+                at = (int(pos_new[-1]) if len(pos_new) else self.prefix - 1) + 1
+                k_new = torch.cat([k_new, rope(k[pruned], at - pos[pruned]).mean(dim=0, keepdim=True)])
+                v_new = torch.cat([v_new, v[pruned].mean(dim=0, keepdim=True)])
+                pos_new, summary_new = torch.cat([pos_new, torch.tensor([at])]), torch.cat([summary_new,
+                                                                                             torch.tensor([True])])
+            self.keys[layer], self.values[layer] = k_new, v_new
+            self.positions[layer], self.summary[layer] = pos_new, summary_new
+
+
+class OurStream:
+    """A HermesCache written through its public staging interface, evicted by hermes.eviction."""
+
+    def __init__(self, n_layers: int, prefix: int) -> None:
+        self.cache = HermesCache(n_layers, rope)
+        self.write([torch.zeros(prefix, DH)] * n_layers, [torch.zeros(prefix, DH)] * n_layers, PREFIX)
+
+    def write(self, keys: list[torch.Tensor], values: list[torch.Tensor], kind: int = VIDEO) -> None:
+        n = len(values[0])
+        positions = self.cache.next_positions(n)
+        with self.cache.staged(positions, torch.zeros(n, dtype=torch.long), torch.full((n,), kind)):
+            for layer, k, v in zip(self.cache.layers, keys, values, strict=True):
+                layer.update(k.view(1, 1, n, DH), v.view(1, 1, n, DH))
+        self.cache.advance(n)
+
+    def evict(self, attention: dict[str, list[torch.Tensor]], budget: int, **params) -> None:
+        prefix = self.cache.prefix_length
+        full = {name: [np.concatenate([np.zeros(prefix), a.double().numpy()]) for a in per_layer]
+                for name, per_layer in attention.items()}
+        eviction.evict(self.cache, get("hermes", **params), budget, full, {}, 0, Stopwatch())
+
+    def values(self, layer: int) -> torch.Tensor:
+        lay = self.cache.layers[layer]
+        return lay.values[0, 0, lay.evictable_index()]
+
+
+def draw_attention(rng: np.random.Generator, style: str, n: int) -> torch.Tensor:
+    """(n,) float32 attention of one query over n tokens: uniform noise, a few sharp peaks, or
+    nearly flat (distinct values spanning ~1e-2 / n, where the + 1e-6 of the normalisation matters)."""
+    if style == "random":
+        a = rng.random(n)
+    elif style == "flat":
+        a = 1.0 + 1e-2 * rng.permutation(n) / n
+    else:
+        logits = rng.normal(0.0, 1.0, n)
+        logits[rng.choice(n, size=max(1, n // 10), replace=False)] += 6.0
+        a = np.exp(logits - logits.max())
+    return torch.from_numpy((a / a.sum()).astype(np.float32))
+
+
+def run_both(n_layers: int, style: str, budget: int, prefix: int, chunks: tuple[int, ...], seed: int) -> int:
+    """Stream `chunks` through both caches with identical attention; compare every layer after
+    every chunk. Returns how many layer-chunks were compared."""
+    rng = np.random.default_rng(seed)
+    ours, theirs, label, compared = OurStream(n_layers, prefix), ReleasedStream(n_layers, prefix), 1, 0
+    for chunk, n_new in enumerate(chunks):
+        values = [torch.from_numpy(rng.normal(size=(n_new, DH)).astype(np.float32)) for _ in range(n_layers)]
+        for v in values:
+            v[:, 0] = torch.arange(label, label + n_new, dtype=torch.float32)  # each token's label
+        label += n_new
+        keys = [torch.from_numpy(rng.normal(size=(n_new, DH)).astype(np.float32)) for _ in range(n_layers)]
+        ours.write(keys, values)
+        theirs.append(keys, values)
+        attention = {name: [draw_attention(rng, style, len(v)) for v in theirs.values]
+                     for name in ("local", "global", "mixed")}
+        theirs.prune(attention, budget)
+        ours.evict(attention, budget)
+        for layer in range(n_layers):
+            where = f"chunk {chunk} layer {layer} (L={n_layers}, {style}, budget {budget})"
+            lay = ours.cache.layers[layer]
+            index = lay.evictable_index()
+            torch.testing.assert_close(lay.values[0, 0, index], theirs.values[layer], msg=where)
+            assert torch.equal(lay.kinds[index] == SUMMARY, theirs.summary[layer]), where
+            positions = lay.positions
+            assert bool((positions[1:] > positions[:-1]).all()) and positions.max() < ours.cache.next_position
+            if torch.equal(positions[index], theirs.positions[layer]):  # until a layer's positions part ways
+                torch.testing.assert_close(lay.keys[0, 0, index], theirs.keys[layer], msg=where)
+            compared += 1
+    return compared
+
+
+KEEP_CASES = [  # L, attention, budget, prefix tokens, chunk sizes
+    (12, "random", 24, 3, (30, 20, 20, 7)),
+    (12, "peaked", 24, 3, (24, 16, 16, 16)),  # 24 = budget: the first prune folds one token per deep layer
+    (24, "random", 40, 5, (48, 33, 33, 33)),
+    (24, "peaked", 40, 5, (40, 9, 33, 60)),
+    (28, "random", 64, 4, (70, 65, 65)),
+    (28, "peaked", 64, 4, (64, 65, 10, 65)),
+    (24, "flat", 40, 5, (48, 33, 33)),
+]
+
+
+@pytest.mark.parametrize("n_layers, style, budget, prefix, chunks", KEEP_CASES)
+def test_hermes_keep_sets_equal_the_released_codes(n_layers, style, budget, prefix, chunks):
+    assert run_both(n_layers, style, budget, prefix, chunks, seed=n_layers + budget) == n_layers * len(chunks)
+
+
+@pytest.mark.parametrize("seed", range(7001, 7009))
+def test_hermes_keep_sets_equal_the_released_codes_on_unseen_streams(seed):
+    rng = np.random.default_rng(seed)
+    n_layers = int(rng.choice([12, 16, 24, 28, 32]))
+    budget = int(rng.integers(6, 90))
+    chunks = tuple(int(c) for c in rng.integers(1, 2 * budget, size=int(rng.integers(3, 7))))
+    run_both(n_layers, str(rng.choice(["random", "peaked", "flat"])), budget, int(rng.integers(1, 8)), chunks, seed)
+
+
+def written(stream: OurStream, n: int, label: int) -> None:
+    values = [torch.arange(label, label + n, dtype=torch.float32).view(-1, 1).repeat(1, DH)] * len(stream.cache.layers)
+    stream.write([torch.randn(n, DH) for _ in stream.cache.layers], values)
+
+
+def peaked_at(lengths: list[int], newest: bool) -> dict[str, list[torch.Tensor]]:
+    """Attention rising towards the newest token (or the oldest), every layer and query."""
+    ramp = [torch.arange(1, n + 1, dtype=torch.float32) if newest else torch.arange(n, 0, -1, dtype=torch.float32)
+            for n in lengths]
+    return {name: ramp for name in ("local", "global", "mixed")}
+
+
+def test_a_summary_on_the_next_position_moves_the_stream_on():
+    stream = OurStream(12, prefix=2)
+    written(stream, 20, 1)  # positions 2..21, next 22
+    stream.evict(peaked_at(stream.cache.evictable_lengths(), newest=True), budget=8)
+    deep = stream.cache.layers[10]
+    assert deep.positions[2:].tolist() == [*range(15, 22), 22]  # newest 7 kept, summary one past them
+    assert deep.kinds[-1] == SUMMARY and stream.cache.next_position == 23  # the released code: next at 23
+    assert stream.cache.layers[0].positions[-1] == 21  # a layer without summary: a one-position gap
+    written(stream, 4, 100)
+    assert deep.positions[-4:].tolist() == [23, 24, 25, 26]
+
+
+def test_a_deep_layer_whose_newest_tokens_go_keeps_their_gap():
+    stream = OurStream(12, prefix=2)
+    written(stream, 20, 1)
+    stream.evict(peaked_at(stream.cache.evictable_lengths(), newest=False), budget=8)
+    deep = stream.cache.layers[10]
+    assert deep.positions[2:].tolist() == [*range(2, 9), 9]  # oldest 7 kept, summary at 9
+    assert stream.cache.next_position == 22  # the released code would continue this layer at 10
+    written(stream, 3, 100)
+    assert deep.positions[-3:].tolist() == [22, 23, 24]
+
+
+def test_first_folded_mode_refolds_the_old_summary_at_the_smallest_position():
+    stream = OurStream(12, prefix=2)
+    written(stream, 20, 1)
+    stream.evict(peaked_at(stream.cache.evictable_lengths(), newest=True), budget=8, summary_mode="first_folded")
+    deep = stream.cache.layers[10]
+    assert deep.positions[2:].tolist() == [2, *range(15, 22)] and deep.kinds[2] == SUMMARY
+    assert deep.values[0, 0, 2, 0].item() == pytest.approx(np.mean(range(1, 14)))  # labels 1..13 folded
+    assert stream.cache.next_position == 22
+    written(stream, 4, 100)  # 12 tokens: the summary is no candidate, it is folded in again with the rest
+    stream.evict(peaked_at(stream.cache.evictable_lengths(), newest=True), budget=8, summary_mode="first_folded")
+    assert int((deep.kinds == SUMMARY).sum()) == 1 and deep.positions[2].item() == 2
+    folded = [np.mean(range(1, 14)), 14, 15, 16, 17]  # the old summary (one token now) + the 4 oldest video
+    assert deep.values[0, 0, 2, 0].item() == pytest.approx(np.mean(folded))
+
+
+def test_an_old_summary_is_an_ordinary_candidate():
+    stream = OurStream(12, prefix=2)
+    written(stream, 20, 1)
+    stream.evict(peaked_at(stream.cache.evictable_lengths(), newest=True), budget=8)
+    deep = stream.cache.layers[10]
+    counts = []
+    for label, summary_attention in ((100, 0.0), (200, 1e3)):  # the summary least, then most attended
+        written(stream, 4, label)
+        attention = peaked_at(stream.cache.evictable_lengths(), newest=True)
+        attention["global"] = [a.clone() for a in attention["global"]]
+        old = (deep.kinds[deep.evictable_index()] == SUMMARY).nonzero().flatten()
+        attention["global"][10][old] = summary_attention
+        attention["global"][11][old] = summary_attention  # smoothing brings the layer above in
+        stream.evict(attention, budget=8)
+        counts.append(int((deep.kinds == SUMMARY).sum()))
+        assert deep.kinds[-1] == SUMMARY and len(deep.evictable_index()) == 8
+    assert counts == [1, 2]  # folded in with the rest, then kept beside the new one

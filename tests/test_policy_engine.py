@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import hermes
-from hermes import eviction, policies, queries
+from hermes import decode, eviction, policies, queries
 from hermes.cache import PREFIX, SUMMARY
 from hermes.config import HermesConfig
 from hermes.engine import StreamEngine
@@ -24,8 +24,9 @@ def engine_for(backbone, policy: str, budget: int | None, policy_params: dict | 
                               **{"chunk_frames": 4, **config})
 
 
-def test_deep_layers_hold_budget_minus_one_plus_a_summary_of_the_evicted(backbone, monkeypatch):
-    engine = engine_for(backbone, "hermes", 40)
+@pytest.mark.parametrize("mode", ["after_kept", "first_folded"])
+def test_deep_layers_hold_budget_minus_one_plus_a_summary_of_the_evicted(backbone, monkeypatch, mode):
+    engine = engine_for(backbone, "hermes", 40, {"summary_mode": mode})
     before = {}
     real_evict = eviction.evict
 
@@ -44,21 +45,32 @@ def test_deep_layers_hold_budget_minus_one_plus_a_summary_of_the_evicted(backbon
         if engine.policy.summarize(i, backbone.n_layers):
             assert n_summary == 1
             keys, values, positions = before[i]
-            gone = ~torch.isin(positions, layer.positions) | (positions == layer.positions[layer.kinds == SUMMARY])
+            s = (layer.kinds == SUMMARY).nonzero().item()
+            gone = ~torch.isin(positions, layer.positions) | (positions == layer.positions[s])
             gone &= torch.arange(len(positions)) >= engine.prefix_tokens
             assert int(gone.sum()) == 65 - 39
-            target = positions[gone].min()
-            want_k = backbone.rotate_keys(keys[..., gone, :], target - positions[gone]).mean(dim=-2)
-            s = (layer.kinds == SUMMARY).nonzero().item()
+            stays = layer.positions[torch.arange(len(layer)) != s]
+            # released code: one past the newest kept token (last in the layer); earlier: the smallest folded
+            target = stays.max() + 1 if mode == "after_kept" else positions[gone].min()
             assert layer.positions[s].item() == target.item()
+            assert s == (len(layer) - 1 if mode == "after_kept" else int((stays < target).sum()))
+            want_k = backbone.rotate_keys(keys[..., gone, :], target - positions[gone]).mean(dim=-2)
             torch.testing.assert_close(layer.keys[..., s, :], want_k)
             torch.testing.assert_close(layer.values[..., s, :], values[..., gone, :].mean(dim=-2))
         else:
             assert n_summary == 0
-    engine.ingest(random_frames(8, seed=5))  # later evictions fold the old summary in again
+        assert layer.positions.max() < engine.next_position
+    engine.ingest(random_frames(8, seed=5))  # later evictions: an earlier summary competes (or is folded in again)
     for i, layer in enumerate(engine.cache.layers):
-        assert int((layer.kinds == SUMMARY).sum()) == int(engine.policy.summarize(i, backbone.n_layers))
+        n_summary = int((layer.kinds == SUMMARY).sum())
+        if not engine.policy.summarize(i, backbone.n_layers):
+            assert n_summary == 0
+        elif mode == "first_folded":
+            assert n_summary == 1
+        else:
+            assert 1 <= n_summary <= 3 and layer.kinds[-1] == SUMMARY  # the newest summary sits last
         assert len(layer.evictable_index()) == 40
+        assert len(torch.unique(layer.positions)) == len(layer) and layer.positions.max() < engine.next_position
 
 
 def test_summary_off_keeps_plain_top_k(backbone):
@@ -132,15 +144,35 @@ def test_questions_run_no_policy_and_no_pseudo_query(backbone, monkeypatch, ask)
         assert all(torch.equal(x, y) for x, y in zip(b, a, strict=True))
 
 
-def test_pseudo_queries_are_conditioned_on_the_last_exchange(backbone):
-    engine = engine_for(backbone, "hermes", 40, max_new_tokens=2)
+@pytest.mark.parametrize("style", ["released", "chat"])
+def test_pseudo_queries_are_conditioned_on_the_last_exchange(backbone, monkeypatch, style):
+    engine = engine_for(backbone, "hermes", 40, max_new_tokens=2, pseudo_query_style=style)
     assert "Context summary" not in engine.pseudo_texts()["global"]
     engine.ingest(random_frames(4))
     answer = engine.ask("how many red circles ?")
     texts = engine.pseudo_texts()
-    assert texts["global"].startswith(f"Context summary: Question: how many red circles ? Answer: {answer.text}.")
-    assert texts["local"].startswith("Find recent details related to: how many red circles ?")
+    history = f"Question: how many red circles ? Answer: {answer.text}"
+    assert texts["global"].startswith(f"Context summary: {history}.")
+    if style == "released":  # as the released code: the local text carries the whole exchange too
+        assert texts["local"] == f"Find recent details related to: {history}. {backbone.pseudo_queries['local']}"
+    else:
+        assert texts["local"] == f"Find recent details related to: how many red circles ?. " \
+                                 f"{backbone.pseudo_queries['local']}"
     assert texts["mixed"] == f"{texts['local']}; {texts['global']}"
+    seen = []
+    real = queries.text_attention
+    monkeypatch.setattr(queries, "text_attention", lambda bb, cache, ids, *rest: seen.append(ids) or
+                        real(bb, cache, ids, *rest))
+    engine.ingest(random_frames(4, seed=3))
+    render = backbone.encode_text if style == "released" else backbone.question_ids  # raw text / chat template
+    assert seen == [render(texts["global"]), render(texts["mixed"])]
+
+
+def test_released_follow_up_texts_drop_option_markers():
+    texts = queries.pseudo_texts({"local": "L", "global": "G"}, ("which one ?", "B) the red one"))
+    assert texts["local"] == "Find recent details related to: Question: which one ? Answer: the red one. L"
+    chat = queries.pseudo_texts({"local": "L", "global": "G"}, ("which one ?", "B) the red one"), style="chat")
+    assert chat["global"] == "Context summary: Question: which one ? Answer: B) the red one. G"
 
 
 @pytest.mark.parametrize("policy", ["fifo", "uniform", "streaming_llm", "h2o", "snapkv", "pyramidkv", "hermes"])
@@ -171,7 +203,7 @@ def test_chunk_events_carry_the_telemetry(backbone):
     assert set(event.attention) == {"global", "mixed"}  # what its tiers score with (shallow layers: none)
     assert event.attention["global"].shape == (L, 8) and np.all(event.attention["global"] >= 0)
     assert event.kept.shape == (L, 8) and event.kept.sum(axis=1).tolist() == [40 - s for s in event.summary]
-    assert event.summary.tolist() == [int(t == "deep") for t in event.tiers]
+    assert [bool(s) for s in event.summary] == [t == "deep" for t in event.tiers]  # an old summary may stay too
     assert event.evicted.tolist() == [65 + 40 - 40] * L
     for key in ("encode", "prefill", "pseudo", "score", "evict", "telemetry", "total"):
         assert event.timings[key] >= 0
@@ -206,3 +238,30 @@ def test_prefix_is_never_evicted(backbone):
         for layer in engine.cache.layers:
             assert int((layer.kinds == PREFIX).sum()) == engine.prefix_tokens
     assert "hermes" in policies.available()
+
+
+def test_greedy_penalises_generated_tokens_only_and_never_the_stop_token(backbone, monkeypatch):
+    """Repetition penalty as the released code: on the tokens generated so far, not on the question
+    or its chat template (which holds the stop token <|im_end|>)."""
+    engine = engine_for(backbone, "full", None)
+    engine.ingest(random_frames(4))
+    ids = backbone.question_ids("how many red circles ?")
+    (stop,) = backbone.stop_ids
+    asked, other = ids[2], 150  # "red", from the question; a token from neither
+    assert stop in ids and other not in ids
+    steps = [{asked: 10.0, other: 9.5},  # first token: nothing is penalised yet, so the question's "red" wins
+             {asked: 10.0, other: 9.5},  # "red" was generated: 10 / 1.1 < 9.5
+             {stop: 10.0, asked: 9.9, other: 9.6}]  # the stop token is in the template: still not penalised
+    logits = iter(steps)
+
+    def crafted(bb, hidden):
+        out = torch.full((len(backbone.tokenizer),), -5.0)
+        for token, value in next(logits).items():
+            out[token] = value
+        return out
+
+    monkeypatch.setattr(decode, "next_logits", crafted)
+    with engine.cache.scratch():
+        tokens = list(decode.greedy(backbone, engine.cache, ids, max_new=5, penalty=1.1))
+    assert tokens == [asked, other, None]
+    assert decode.penalise(torch.tensor([2.0, -2.0, 1.0]), {0, 1}, 1.1).tolist() == pytest.approx([2 / 1.1, -2.2, 1.0])

@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hermes.cache import VIDEO
+from hermes.cache import META_BYTES, VIDEO, keeps_reference
 from hermes.policies import available
 from tests.conftest import make_engine, random_frames
 
@@ -35,11 +35,15 @@ def check_invariants(engine, budget: int, layer_budgets: np.ndarray | None) -> N
     for layer in cache.layers:
         n = len(layer)
         assert np.all(np.diff(layer.positions.numpy()) > 0), "positions must strictly increase"
-        assert len(layer.frames) == len(layer.kinds) == len(layer.acc) == n == layer.keys.shape[-2]
+        assert len(layer.frames) == len(layer.kinds) == len(layer.acc) == len(layer.origins) == n
+        assert layer.keys.shape[-2] == layer.values.shape[-2] == layer.references.shape[-2] == n
         video = layer.kinds == VIDEO
         assert torch.all(layer.frames[video] >= 0) and torch.all(layer.frames[video] < engine.frames_seen)
+        if not keeps_reference(layer.keys.dtype):  # fp32: the keys are their own reference
+            assert torch.equal(layer.origins, layer.positions)
         kv_heads_dim = layer.keys.shape[1] * layer.keys.shape[-1]
-        expected_bytes += 2 * n * kv_heads_dim * layer.keys.element_size()
+        key_copies = 3 if keeps_reference(layer.keys.dtype) else 2  # K, V (and reference keys)
+        expected_bytes += n * (key_copies * kv_heads_dim * layer.keys.element_size() + META_BYTES)
     assert cache.nbytes() == expected_bytes
 
 

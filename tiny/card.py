@@ -59,6 +59,7 @@ def save_model(bb: Backbone, out: Path, metrics: dict, cfg: TrainConfig, command
     bb.tokenizer.save_pretrained(out)
     (out / HERMES_JSON).write_text(json.dumps({"system_prompt": TINY_SYSTEM_PROMPT,
                                                "pseudo_queries": TINY_PSEUDO_QUERIES,
+                                               "layout": bb.layout,  # the newline per chunk it trains on
                                                "metrics": metrics}, indent=1))
     (out / "README.md").write_text(MODEL_CARD.format(
         params=sum(p.numel() for p in bb.model.parameters()) / 1e6, command=command, vision_steps=cfg.vision_steps,

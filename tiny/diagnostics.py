@@ -88,7 +88,7 @@ def diagnose(model: str, streams: int, seconds: float, layer: int) -> tuple[dict
     accuracy on the rows whose question names a shape (fitted on 70% of the streams, tested
     on the rest), the probe's chance: the score of always naming the commonest shape of
     each slot, first or second name, among the tested rows)."""
-    bb = load_backbone(model)
+    bb = load_backbone(model, device="cpu")  # its result is named for the CPU
     bb.model.set_attn_implementation({"text_config": "sdpa", "vision_config": "sdpa"})
     bb.model.eval()
     found, hidden, named, stream_of = [], [], [], []

@@ -14,7 +14,8 @@ scores read, ``ctx.attention``), ``observation_rows()`` (the chunk's last query 
 ``ctx.window_attention``) and ``reads_accumulated`` (attention received so far,
 ``ctx.accumulated``). Other hooks, all with defaults: ``layer_budgets()``,
 ``smoothing_lam()`` (cross-layer smoothing, deepest layer first), ``summarize()`` (fold
-evicted tokens into one summary token), ``tier()`` (a label for telemetry).
+evicted tokens into one summary token) and ``fold_mode()`` (where it goes), ``tier()`` (a
+label for telemetry).
 
     from hermes import policies
 
@@ -37,6 +38,8 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from hermes.errors import HermesError
+
+FOLD_MODES = ("after_kept", "first_folded")  # what Policy.fold_mode() may return
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,13 @@ class Policy:
     def summarize(self, layer: int, n_layers: int) -> bool:
         """Fold this layer's evicted tokens into one summary token (keeping budget - 1)."""
         return False
+
+    def fold_mode(self) -> str:
+        """How ``summarize`` layers fold (see hermes.eviction.cut_layer): "after_kept" (the released
+        HERMES code: the new summary sits one position past the newest kept token, an earlier summary
+        is an ordinary candidate) or "first_folded" (at the smallest folded position, an earlier
+        summary always folded in again)."""
+        return "after_kept"
 
     def tier(self, layer: int, n_layers: int) -> str:
         """A label for the layer's role, shown in telemetry."""
