@@ -203,3 +203,12 @@ def test_gpu_check_quick_reports_ingest_ttft_per_budget_and_every_method(tmp_pat
     methods = {row.split(",")[0] for row in rows}
     assert methods == {"hermes", "full", "reprefill", "retrieval", "floor"}
     assert all(int(row.split(",")[1]) <= 32 for row in rows)  # no checkpoint past the stream
+
+
+def test_bench_dtype_quick_compares_speed_and_logits_with_fp32(tmp_path):
+    from analysis import bench_dtype
+
+    bench_dtype.main(["--quick", "--out", str(tmp_path), "--device", "cpu"])
+    md = (tmp_path / "bench_dtype-random-tiny_quick.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| float32") or line.startswith("| bfloat16")]
+    assert len(rows) == 2 and "| 1.00x | 0.00e+00 | yes |" in rows[0]
