@@ -1,18 +1,24 @@
 """Pacing: which frames are due for ingest, from a file played in the browser or the webcam.
 
-    playback = Playback(source.frames(fps=2.0, max_side=512), fps=2.0)
+    playback = Playback(source.frames(fps=2.0, max_size=(1920, 1080)), fps=2.0)
     frames, times = playback.due(playhead=12.5, limit=64)   # decoded frames with time <= playhead
+    for frames, times in playback.batches(12.5, limit=64, size=4): ...   # the same, a few at a time
     playback.behind(ingested_s)                             # how far ingest lags the player
     t = playback.webcam_time(time.monotonic())              # a webcam frame's time, None if not due
 
 A file: the browser reports the player's current time; `due` decodes frames up to it, at
 most `limit` per call (one tick's bounded work), and holds back the first frame that is
-not due yet. When the file ends or breaks mid-stream, `ended` is set (and `notice` says
-why it broke); what was read stays read. The webcam: frames are timed by the wall clock
-from the first one and sampled at `fps`. No engine and no gradio here.
+not due yet. Frames come at full resolution (up to 1080p: 6 MB each), so a consumer takes
+them a few at a time (`batches`) and lets each batch go before the next is decoded: what
+is held is one batch and the frame held back. When the file ends or breaks mid-stream,
+`ended` is set (and `notice` says why it broke); what was read stays read. The webcam:
+frames are timed by the wall clock from the first one and sampled at `fps`. No engine and
+no gradio here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -58,6 +64,16 @@ class Playback:
             times.append(t)
             self._held = None
         return frames, times
+
+    def batches(self, playhead: float, limit: int, size: int) -> Iterator[tuple[list[np.ndarray], list[float]]]:
+        """`due` in batches of at most `size` frames (up to `limit` in all); each batch is
+        decoded only when the one before has been taken."""
+        while limit > 0:
+            frames, times = self.due(playhead, min(size, limit))
+            if not frames:
+                return
+            limit -= len(frames)
+            yield frames, times
 
     def stop(self) -> None:
         """Read nothing more; the stream counts as ended."""

@@ -99,7 +99,8 @@ class Session:
         """Engines for these controls (raises HermesError on bad settings, changing nothing)."""
         backbone = shared_backbone(controls.model, self.settings.models)
         return [Lane(hermes.load_engine(backbone, policy=p, policy_params=controls.policy_params(p),
-                                        **controls.engine_config())) for p in controls.policy_names()]
+                                        **controls.engine_config(backbone.chunk_tokens)))
+                for p in controls.policy_names()]
 
     def configure(self, controls: Controls) -> None:
         """New settings: new engines, and the current source restarts from its beginning.
@@ -116,7 +117,7 @@ class Session:
         self.source = source
         self.times = []
         self.chat = []
-        self.playback = Playback(source.frames(self.controls.fps, self.settings.decode_max_side), self.controls.fps)
+        self.playback = Playback(source.frames(self.controls.fps, self.settings.decode_max_size), self.controls.fps)
         return source
 
     def load_example(self, name: str) -> Source:
@@ -166,9 +167,9 @@ class Session:
         with self.lock:
             self.touched = time.monotonic()
             was_reading = self.playback.reading
-            frames, times = self.playback.due(playhead, self.controls.chunk_frames * self.settings.max_chunks_per_tick)
-            if frames:
-                self._ingest(frames, times)
+            limit = self.controls.chunk_frames * self.settings.max_chunks_per_tick
+            for frames, times in self.playback.batches(playhead, limit, self.settings.ingest_batch):
+                self._ingest(frames, times)  # a few full-resolution frames at a time
             if was_reading and self.playback.ended:  # the file ended: its last partial chunk too
                 for lane in self.lanes:
                     for event in lane.engine.flush():
@@ -236,13 +237,13 @@ class Session:
             if source is None or seen is None:
                 raise HermesError("nothing has streamed yet: play a video, wait for the first chunk, "
                                   "then run the study")
-            budget = int(budget or controls.budget)
+            backbone = shared_backbone(controls.model, self.settings.models)
+            budget = int(budget or controls.budget_tokens(backbone.chunk_tokens))
             if not 16 <= budget <= 65536:
                 raise HermesError(f"the study's budget must be 16-65536 tokens per layer, got {budget}")
             questions = [(float(e["time"]), e["question"]) for e in self.chat]
             questions += [(float(q["time"]), q["question"]) for q in source.suggestions if float(q["time"]) <= seen]
-            backbone = shared_backbone(controls.model, self.settings.models)
-        frames, times = source.frames_until(seen, controls.fps, self.settings.decode_max_side)
+        frames, times = source.frames_until(seen, controls.fps, self.settings.study_max_size)
         chunk, local = controls.chunk_frames, backbone.pseudo_queries["local"]
         every_chunk = [(times[i], local) for i in range(chunk - 1, len(times), chunk)]
         profiles, summaries = study_stream(backbone, frames, times, questions or every_chunk, budget, bins, chunk)
@@ -257,6 +258,13 @@ class Session:
         return summarise(profiles, summaries, distance_edges(budget, bins), backbone.tokens_per_frame, tiers)
 
     # ---- views ----------------------------------------------------------------------------
+    def budget_text(self, controls: Controls | None = None) -> str:
+        """The budget of `controls` (default: the running ones) as frames = tokens = seconds, for
+        the loaded model (its tokens per frame); bad settings raise HermesError."""
+        controls = controls or self.controls
+        backbone = shared_backbone(controls.model, self.settings.models)
+        return f"{controls.budget_text(backbone.tokens_per_frame, backbone.chunk_tokens)}, {controls.model}"
+
     def questions(self, lane: int = 0) -> list[QuestionEvent]:
         return list(self.lanes[lane].engine.questions) if lane < len(self.lanes) else []
 

@@ -2,33 +2,44 @@
 UI's help) and the user's `Controls` (the engine settings panel).
 
     Settings().max_sessions, Settings().models      # limits and the model allowlist
-    c = Controls(policy="fifo", budget=128)          # what the user chose; a change restarts the stream
-    c.engine_config(), c.policy_params("hermes")     # what hermes.load_engine takes
+    c = Controls(policy="fifo", budget_frames=8)     # what the user chose; a change restarts the stream
+    c.engine_config(backbone.chunk_tokens), c.policy_params("hermes")   # what hermes.load_engine takes
+    c.budget_text(backbone.tokens_per_frame, backbone.chunk_tokens)     # "32 frames = 514 tokens per layer = 16 s ..."
 
 Environment variables override the defaults, so a Space can tune them without code:
 HERMES_MODEL (a model for the allowlist, e.g. llava-hf/llava-onevision-qwen2-0.5b-ov-hf),
 HERMES_MAX_SESSIONS, HERMES_IDLE_TIMEOUT_S, HERMES_MAX_UPLOAD_MB, HERMES_MAX_VIDEO_S.
 
 The controls' defaults are the engine's (`HermesConfig`) and the hermes policy's (its
-dataclass), read from there; the app departs from them in two places only (APP_BUDGET, APP_FPS).
+dataclass), read from there; the app departs from them in two places only (APP_BUDGET_FRAMES,
+APP_FPS). The budget is set in frames of the loaded model: a layer holds that many frames'
+tokens (tokens per frame x frames, plus one newline a chunk where the model's layout has one),
+which is that many seconds at the sampling rate.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hermes import policies
 from hermes.backbones import BUNDLED_MODELS
 from hermes.config import HermesConfig
+from hermes.errors import check_number
+from hermes.video import MAX_SIZE
 
 DEFAULT_MODEL = "hermes-tiny"
 KNOWN_HUB_MODELS = ("llava-hf/llava-onevision-qwen2-0.5b-ov-hf",)
 ENGINE = HermesConfig()  # the engine's defaults
 HERMES = policies.Hermes()  # the hermes policy's defaults (its dataclass)
 POLICY_KNOBS = ("shallow_ratio", "deep_ratio", "smoothing", "summary")  # hermes parameters the panel offers
-APP_BUDGET = 256  # the engine's default cache is unbounded; a live demo shows eviction
+# the engine's default cache is unbounded; a live demo shows eviction, with room for a long-range
+# question: 32 frames a layer (16 s at 2 fps; 6272 tokens of LLaVA-OneVision, the paper's ~6000)
+APP_BUDGET_FRAMES = 32
+MAX_BUDGET_FRAMES = 128  # 25,088 tokens of LLaVA-OneVision: with a 16-frame chunk on top, within 32,768 positions
+STUDY_BUDGET = 256  # tokens per layer of the Study tab's FIFO cache (the mechanistic study's default)
 APP_FPS = 2.0  # the bundled examples are rendered for 2-fps sampling (the engine reads files at 1 fps)
 TELEMETRY_QUERIES = ("global", "local")  # the attention map offers both views for every policy (ATTENTION_VIEWS)
 
@@ -61,18 +72,21 @@ class Settings:
     max_upload_mb: int = field(default_factory=lambda: _env_int("HERMES_MAX_UPLOAD_MB", 200))
     max_video_s: int = field(default_factory=lambda: _env_int("HERMES_MAX_VIDEO_S", 3600))
     max_side_px: int = 4096  # uploads with a larger frame side are refused
-    decode_max_side: int = 512  # frames are scaled down to this longer side while decoding
+    decode_max_size: tuple[int, int] = MAX_SIZE  # (long, short) side: larger frames are scaled down to fit, once
+    study_max_size: tuple[int, int] = (512, 512)  # the study holds the whole stream in memory at once
+    ingest_batch: int = 4  # frames decoded and handed to the engines at a time (bounds full-resolution memory)
     max_question_chars: int = 500
     max_new_tokens: int = 16
     max_chunks_per_tick: int = 4  # bounds one timer tick's work; the rest is reported as "behind"
     tick_s: float = 0.5
-    webcam_size: int = 256  # webcam frames are downscaled to this longer side before ingest
+    webcam_size: int = MAX_SIZE[0]  # webcam frames with a longer side are downscaled before ingest
 
     def help_text(self) -> str:
         return (f"Limits: {self.max_sessions} sessions at once, idle sessions freed after "
                 f"{self.idle_timeout_s // 60} min, uploads up to {self.max_upload_mb} MB and "
-                f"{self.max_video_s // 60} min and {self.max_side_px} px a side (decoded at most "
-                f"{self.decode_max_side} px), questions up to {self.max_question_chars} characters, "
+                f"{self.max_video_s // 60} min and {self.max_side_px} px a side (decoded at full resolution up to "
+                f"{self.decode_max_size[0]}x{self.decode_max_size[1]}, larger frames scaled down to fit), questions "
+                f"up to {self.max_question_chars} characters, "
                 f"answers up to {self.max_new_tokens} tokens. Models: {', '.join(self.models)}.")
 
 
@@ -83,7 +97,7 @@ class Controls:
     model: str = DEFAULT_MODEL
     policy: str = "hermes"
     compare: str = ""  # a second policy to run side by side ("" = off)
-    budget: int = APP_BUDGET
+    budget_frames: int = APP_BUDGET_FRAMES  # frames of the loaded model each layer holds
     chunk_frames: int = ENGINE.chunk_frames
     fps: float = APP_FPS
     shallow_ratio: float = HERMES.shallow_ratio
@@ -92,10 +106,25 @@ class Controls:
     summary: bool = HERMES.summary
     reindex: str = ENGINE.reindex
 
-    def engine_config(self) -> dict[str, Any]:
-        """The engine knobs (HermesConfig fields) for hermes.load_engine."""
-        return {"budget": self.budget, "chunk_frames": self.chunk_frames, "fps": self.fps, "reindex": self.reindex,
-                "telemetry_queries": TELEMETRY_QUERIES}
+    def budget_tokens(self, chunk_tokens: Callable[[int], int]) -> int:
+        """Tokens per layer that hold `budget_frames` frames ingested in chunks of `chunk_frames`;
+        chunk_tokens(n): the tokens a chunk of n frames adds (the backbone's ``chunk_tokens``).
+        A budget outside 1..MAX_BUDGET_FRAMES frames, or a bad chunk size or fps, raises HermesError."""
+        check_number("budget_frames", self.budget_frames, 1, MAX_BUDGET_FRAMES, whole=True)
+        HermesConfig(chunk_frames=self.chunk_frames, fps=self.fps)  # the engine's checks and messages
+        whole, rest = divmod(self.budget_frames, self.chunk_frames)
+        return whole * chunk_tokens(self.chunk_frames) + (chunk_tokens(rest) if rest else 0)
+
+    def budget_text(self, tokens_per_frame: int, chunk_tokens: Callable[[int], int]) -> str:
+        """The budget in the three units: frames = tokens per layer = seconds at the sampling rate."""
+        return (f"{self.budget_frames} frames = {self.budget_tokens(chunk_tokens):,} tokens per layer = "
+                f"{self.budget_frames / self.fps:g} s at {self.fps:g} fps ({tokens_per_frame} tokens a frame)")
+
+    def engine_config(self, chunk_tokens: Callable[[int], int]) -> dict[str, Any]:
+        """The engine knobs (HermesConfig fields) for hermes.load_engine; chunk_tokens as for
+        ``budget_tokens`` (the budget is set in frames)."""
+        return {"budget": self.budget_tokens(chunk_tokens), "chunk_frames": self.chunk_frames, "fps": self.fps,
+                "reindex": self.reindex, "telemetry_queries": TELEMETRY_QUERIES}
 
     def policy_params(self, policy: str) -> dict[str, Any]:
         """The panel's policy parameters that `policy` takes (none for a policy without them);

@@ -5,10 +5,10 @@
     src = sources.example("shapestream-901")        # with its ShapeStream world and suggested questions
     src = sources.upload(path, settings, fps=2.0)   # checked first: a bad file raises VideoError
     src = sources.webcam()
-    for frame, t in src.frames(fps=2.0, max_side=512): ...
+    for frame, t in src.frames(fps=2.0, max_size=(1920, 1080)): ...   # full resolution up to 1080p
     src.ground_truth("which shape appeared first ?", t=7.5)
     sources.deletable(path)                        # True only for files in the temp dirs
-    sources.downscale(frame, 256)                   # webcam frames, nearest neighbour
+    sources.downscale(frame, 1920)                  # webcam frames, nearest neighbour
 
 No gradio and no engine here: sources only decode, check and describe videos.
 """
@@ -43,14 +43,16 @@ class Source:
     world: list | None = None  # ShapeStream objects: ground truth for questions
     suggestions: list[dict] = field(default_factory=list)  # {question, answer, time, category}
 
-    def frames(self, fps: float, max_side: int) -> Frames | None:
-        """The file's frames sampled at `fps`, scaled to `max_side`; None for the webcam."""
-        return iter_frames(self.path, fps, max_side=max_side) if self.path else None
+    def frames(self, fps: float, max_size: tuple[int, int]) -> Frames | None:
+        """The file's frames sampled at `fps`, one at a time: at full resolution, or scaled down
+        once to fit `max_size` (long side, short side) when larger; None for the webcam."""
+        return iter_frames(self.path, fps, max_size=max_size) if self.path else None
 
-    def frames_until(self, t: float, fps: float, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-        """Every frame up to time `t`, decoded again: (T, H, W, 3) uint8 and (T,) seconds."""
+    def frames_until(self, t: float, fps: float, max_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Every frame up to time `t`, decoded again and held at once (choose `max_size` for
+        that): (T, H, W, 3) uint8 and (T,) seconds."""
         frames, times = [], []
-        for frame, ft in self.frames(fps, max_side) or ():
+        for frame, ft in self.frames(fps, max_size) or ():
             if ft > t + 1e-6:
                 break
             frames.append(frame)
@@ -105,7 +107,7 @@ def upload(path: str | Path, settings: Settings, fps: float, name: str | None = 
     check_complete(p)
     source = Source(name or p.name, p, info.duration_s or 0.0)
     try:
-        next(source.frames(fps, settings.decode_max_side))
+        next(source.frames(fps, settings.decode_max_size))
     except StopIteration:
         raise VideoError("the video has no frames that could be decoded") from None
     return source

@@ -21,6 +21,7 @@ import queue
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,7 +31,7 @@ import plotly.io as pio
 
 from app import render
 from app.session import Session
-from app.settings import Controls, Settings
+from app.settings import MAX_BUDGET_FRAMES, STUDY_BUDGET, Controls, Settings
 from app.sources import list_examples
 from app.store import SessionStore
 from app.study import committed
@@ -168,9 +169,20 @@ def _trace(s: Session) -> dict:
 
 
 # ---- handlers -----------------------------------------------------------------------------
-@handler(lambda s, message: [_status(None, message), *_figures(None)])
+def _budget_info(s: Session, controls: Controls | None = None) -> dict:
+    """The budget slider's help: its frames as tokens per layer and seconds, for the loaded model."""
+    return gr.update(info=s.budget_text(controls))
+
+
+@handler(lambda s, message: [_status(None, message), gr.skip(), *_figures(None)])
 def on_load(s: Session) -> list:
-    return [_status(s), *_figures(s)]
+    return [_status(s), _budget_info(s), *_figures(s)]
+
+
+@handler(lambda s, message, *values: gr.update(info=f"⚠️ {message}"))
+def budget_info(s: Session, budget: float, chunk: float, fps: float) -> dict:
+    """While the budget, chunk or fps slider moves (before Apply): the budget in all three units."""
+    return _budget_info(s, replace(s.controls, budget_frames=int(budget), chunk_frames=int(chunk), fps=float(fps)))
 
 
 def on_unload(request: gr.Request) -> None:
@@ -251,14 +263,16 @@ def webcam_frame(s: Session, frame: Any) -> str:
     return _status(s)
 
 
-@handler(lambda s, message, *values: [_status(None, f"settings not applied: {message}"), [], gr.skip(), *_skips()])
+@handler(lambda s, message, *values: [_status(None, f"settings not applied: {message}"), [], gr.skip(), gr.skip(),
+                                      *_skips()])
 def configure(s: Session, model: str, policy: str, compare: str | None, budget: float, chunk: float, fps: float,
               shallow: float, deep: float, smoothing: bool, summary: bool, reindex: str) -> list:
     controls = Controls(model=model, policy=policy, compare="" if compare in (None, "off") else compare,
-                        budget=int(budget), chunk_frames=int(chunk), fps=float(fps), shallow_ratio=float(shallow),
-                        deep_ratio=float(deep), smoothing=bool(smoothing), summary=bool(summary), reindex=reindex)
+                        budget_frames=int(budget), chunk_frames=int(chunk), fps=float(fps),
+                        shallow_ratio=float(shallow), deep_ratio=float(deep), smoothing=bool(smoothing),
+                        summary=bool(summary), reindex=reindex)
     s.configure(controls)
-    return [_status(s), [], gr.update(visible=bool(controls.compare)), *_figures(s)]
+    return [_status(s), [], gr.update(visible=bool(controls.compare)), _budget_info(s), *_figures(s)]
 
 
 @handler(lambda s, message: {"error": message})
@@ -315,7 +329,9 @@ def _settings_panel(w: SimpleNamespace) -> None:
             w.compare = gr.Dropdown(["off", *names], value=d.compare or "off", label="compare with",
                                     info="a second policy on the same stream")
         with gr.Row():
-            w.budget = gr.Slider(16, 4096, value=d.budget, step=16, label="budget (tokens per layer)")
+            w.budget = gr.Slider(1, MAX_BUDGET_FRAMES, value=d.budget_frames, step=1, label="budget (frames per layer)",
+                                 info="frames of the loaded model; in tokens and seconds once it is loaded",
+                                 elem_id="budget")
             w.chunk = gr.Slider(1, 64, value=d.chunk_frames, step=1, label="chunk (frames)")
             w.fps = gr.Slider(0.5, 10, value=d.fps, step=0.5, label="fps sampled")
         with gr.Row():
@@ -370,7 +386,7 @@ def _study_tab(w: SimpleNamespace) -> None:
                 "regenerates them all). First, the mechanistic study on **this session's stream**: "
                 "a FIFO cache of the budget below; where did each layer's question attention fall?")
     with gr.Row():
-        w.study_budget = gr.Slider(16, 4096, value=DEFAULTS.budget, step=16, label="FIFO budget (tokens per layer)",
+        w.study_budget = gr.Slider(16, 4096, value=STUDY_BUDGET, step=16, label="FIFO budget (tokens per layer)",
                                    scale=3)
         w.study_btn = gr.Button("Run on this stream", elem_id="study-run", scale=1)
     w.study_plot = gr.Plot(elem_id="study-plot", show_label=False)
@@ -387,7 +403,7 @@ def _wire(demo: gr.Blocks, w: SimpleNamespace) -> None:
     """Every event: which handler, its inputs and outputs, and its API name."""
     plots = w.plots
     source_out = [w.player, w.status, w.suggestions, w.chat]
-    demo.load(on_load, None, [w.status, *plots], api_visibility="private")
+    demo.load(on_load, None, [w.status, w.budget, *plots], api_visibility="private")
     demo.unload(on_unload)
     w.play_btn.click(play_example, [w.example], source_out, api_name="play_example")
     w.stop_btn.click(stop, None, [w.status], api_name="stop").then(None, None, None, js=PAUSE_JS)
@@ -399,8 +415,10 @@ def _wire(demo: gr.Blocks, w: SimpleNamespace) -> None:
     gr.on([w.ask_btn.click, w.question.submit], ask, [w.question], [w.chat, w.question, w.status, w.view, *plots],
           api_name="ask", show_progress="minimal", show_progress_on=[w.chat])
     w.cam.stream(webcam_frame, [w.cam], [w.status], stream_every=0.5, api_visibility="private")
-    w.apply_btn.click(configure, w.controls, [w.status, w.chat, w.compare_col, *plots], api_name="configure").then(
-        None, None, None, js=RESTART_JS)
+    w.apply_btn.click(configure, w.controls, [w.status, w.chat, w.compare_col, w.budget, *plots],
+                      api_name="configure").then(None, None, None, js=RESTART_JS)
+    gr.on([w.budget.input, w.chunk.input, w.fps.input], budget_info, [w.budget, w.chunk, w.fps], [w.budget],
+          api_visibility="private", show_progress="hidden")
     w.export_btn.click(export, [w.view], [w.files], api_name="export")
     w.study_btn.click(run_study, [w.study_budget], [w.study_plot, w.study_text], api_name="study")
     gr.Button(visible=False).click(telemetry, None, [w.api_json], api_name="telemetry")

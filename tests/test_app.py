@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.playback import Playback
 from app.session import Session
 from app.settings import Controls, Settings
 from app.sources import downscale
@@ -126,13 +127,14 @@ def test_uploads_over_the_size_limit_are_refused(tmp_path):
 
 
 def test_compare_mode_runs_two_policies_on_the_same_frames(session):
-    session.configure(Controls(model=SETTINGS.models[0], policy="hermes", compare="fifo", budget=64))
+    session.configure(Controls(model=SETTINGS.models[0], policy="hermes", compare="fifo", budget_frames=4))
     session.load_example(EXAMPLE)
     session.advance(16.0)
     a, b = session.lanes
     assert (a.policy, b.policy) == ("hermes", "fifo")
     assert len(a.events) == len(b.events) == 2 and a.engine.frames_seen == b.engine.frames_seen
-    assert max(a.engine.cache_lengths()) <= 64 and max(b.engine.cache_lengths()) <= 64
+    assert a.engine.config.budget == b.engine.config.budget == 4 * 16 + 1  # 4 frames of 16 tokens, a newline
+    assert max(a.engine.cache_lengths()) <= 65 and max(b.engine.cache_lengths()) <= 65
     *_, entry = session.ask("which shape appeared first ?")
     assert set(entry["answers"]) == {"hermes", "fifo"}
 
@@ -140,10 +142,59 @@ def test_compare_mode_runs_two_policies_on_the_same_frames(session):
 def test_changing_the_settings_restarts_the_stream(session):
     session.load_example(EXAMPLE)
     session.advance(16.0)
-    session.configure(Controls(model=SETTINGS.models[0], policy="fifo", budget=128, chunk_frames=8))
+    session.configure(Controls(model=SETTINGS.models[0], policy="fifo", budget_frames=8, chunk_frames=8))
     assert session.times == [] and session.lanes[0].events == [] and session.source.name == EXAMPLE
     status = session.advance(4.0)
     assert status["chunks"] == 1 and session.lanes[0].policy == "fifo"
+
+
+def test_the_default_budget_is_32_frames_of_the_loaded_model_shown_as_tokens_frames_and_seconds(session):
+    backbone = session.lanes[0].engine.backbone
+    controls = session.controls
+    assert controls.budget_frames == 32 and controls.fps == 2.0 and controls.chunk_frames == 16
+    budget = session.lanes[0].engine.config.budget
+    assert budget == 32 * backbone.tokens_per_frame + 2 * int(backbone.newline_per_chunk)  # two chunks' newlines
+    assert budget >= 32 * backbone.tokens_per_frame  # holds a long-range question's 16 s
+    text = session.budget_text()
+    assert text.startswith(f"32 frames = {budget:,} tokens per layer = 16 s at 2 fps "
+                           f"({backbone.tokens_per_frame} tokens a frame)") and controls.model in text
+    # the real architecture's 196 tokens a frame, one image_newline per video (none in the cache)
+    ov = Controls(budget_frames=32)
+    assert ov.budget_tokens(lambda n: 196 * n) == 6272
+    assert ov.budget_text(196, lambda n: 196 * n).startswith("32 frames = 6,272 tokens per layer = 16 s at 2 fps")
+    with pytest.raises(HermesError, match="budget_frames must be"):
+        Controls(budget_frames=0).budget_tokens(backbone.chunk_tokens)
+
+
+def test_the_budget_slider_counts_frames(client):
+    sliders = {c["props"].get("elem_id"): c["props"] for c in client.config["components"] if c["type"] == "slider"}
+    budget = sliders["budget"]
+    assert budget["label"] == "budget (frames per layer)" and budget["value"] == 32
+    assert (budget["minimum"], budget["maximum"], budget["step"]) == (1, 128, 1)
+    assert "tokens and seconds" in budget["info"]
+
+
+def test_frames_are_decoded_and_ingested_a_few_at_a_time(session, monkeypatch):
+    pulled = []
+
+    def decoder():  # full-resolution frames: the playback must not read ahead of what is taken
+        for i in range(100):
+            pulled.append(i)
+            yield np.zeros((1080, 1920, 3), np.uint8), i / 2
+
+    playback = Playback(decoder(), fps=2.0)
+    batches = playback.batches(30.0, limit=40, size=4)
+    first, _ = next(batches)
+    assert len(first) == 4 and len(pulled) == 4  # nothing decoded beyond the batch
+    assert [len(f) for f, _ in batches] == [4] * 9 and len(pulled) == 40
+    assert [len(f) for f, _ in playback.batches(60.0, limit=3, size=4)] == [3]
+    # the session hands the engines one batch at a time
+    session.load_example(EXAMPLE)
+    sizes, engine = [], session.lanes[0].engine
+    ingest = engine.ingest
+    monkeypatch.setattr(engine, "ingest", lambda frames, times: (sizes.append(len(frames)), ingest(frames, times))[1])
+    session.advance(60.0)
+    assert sum(sizes) == SETTINGS.max_chunks_per_tick * 16 and max(sizes) == SETTINGS.ingest_batch
 
 
 def test_a_model_outside_the_allowlist_is_refused(session):
@@ -278,7 +329,7 @@ def test_bad_uploads_show_one_clear_line_in_the_ui_and_the_session_goes_on(clien
     assert EXAMPLE in status and "2 chunks" in status  # the example kept streaming
 
 
-@pytest.mark.parametrize("budget, chunk, fps", [(0, 16, 2.0), (256, 0, 2.0), (256, 16, 0.0), (10**9, 16, 2.0)])
+@pytest.mark.parametrize("budget, chunk, fps", [(0, 16, 2.0), (32, 0, 2.0), (32, 16, 0.0), (129, 16, 2.0)])
 def test_out_of_range_settings_are_refused_by_the_ui_and_the_stream_goes_on(client, budget, chunk, fps):
     from gradio_client.exceptions import AppError
 

@@ -194,7 +194,7 @@ BAD_PARAMS = [  # policy, parameters, the field and range the error must name
     ("streaming_llm", {"sinks": -1}, r"sinks must be a whole number in \[0,"),
     ("streaming_llm", {"sinks": 2.5}, r"sinks must be a whole number"),
     ("h2o", {"recent": 1.5}, r"recent must be a number in \[0, 1\]"),
-    ("snapkv", {"window": 0}, r"window must be a whole number in \[1, 4,096\]"),
+    ("snapkv", {"window": 0}, r"window must be a whole number in \[1, 4096\]"),
     ("snapkv", {"kernel": 0}, r"kernel must be a whole number in \[1,"),
     ("pyramidkv", {"beta": 0}, r"beta must be a number in \[1,"),
     ("pyramidkv", {"window": -3}, r"window must be a whole number"),

@@ -75,7 +75,7 @@ def test_an_upload_over_the_size_limit_is_refused_before_it_is_read(tmp_path):
 @pytest.mark.parametrize("change, words", [
     ({"fps": 0.0}, r"fps must be .*in \(0, 60\]"),
     ({"fps": 1000.0}, r"fps must be .*in \(0, 60\]"),
-    ({"budget": 0}, "budget must be"),
+    ({"budget_frames": 0}, "budget_frames must be"),
     ({"chunk_frames": 0}, "chunk_frames must be"),
     ({"chunk_frames": 100_000}, "chunk_frames must be"),
     ({"shallow_ratio": 0.9, "deep_ratio": 0.2}, "shallow_ratio"),
@@ -134,13 +134,13 @@ def test_asking_and_changing_the_policy_while_a_chunk_is_ingested_stay_consisten
     worker = threading.Thread(target=ingest)
     worker.start()
     answers = [list(session.ask("which shape appeared first ?"))[-1]["answers"]["hermes"] for _ in range(3)]
-    session.configure(replace(session.controls, policy="fifo", budget=128))
+    session.configure(replace(session.controls, policy="fifo", budget_frames=8))
     worker.join(60)
     assert not errors and not worker.is_alive() and all(answers)
     lane = session.lanes[0]
     assert lane.policy == "fifo" and len(session.times) == lane.engine.frames_seen + lane.engine.stats()[
         "pending_frames"]
-    assert max(lane.engine.cache_lengths()) <= 128
+    assert max(lane.engine.cache_lengths()) <= lane.engine.config.budget
     cache = lane.engine.cache
     for layer in cache.layers:  # positions strictly increasing, metadata aligned with keys
         assert np.all(np.diff(layer.positions.numpy()) > 0)
@@ -149,7 +149,7 @@ def test_asking_and_changing_the_policy_while_a_chunk_is_ingested_stay_consisten
 
 def test_controls_carry_the_defaults_of_the_ui():
     c = Controls()
-    assert (c.policy, c.budget, c.chunk_frames, c.fps, c.reindex) == ("hermes", 256, 16, 2.0, "lazy")
+    assert (c.policy, c.budget_frames, c.chunk_frames, c.fps, c.reindex) == ("hermes", 32, 16, 2.0, "lazy")
 
 
 def test_uploads_are_deleted_with_their_session_and_nothing_else_is(tmp_path):

@@ -179,3 +179,40 @@ def test_written_mp4_is_h264_faststart(videos):
         assert container.streams.video[0].codec_context.name == "h264"
     head = videos["h264.mp4"].read_bytes()[:4096]
     assert head.find(b"moov") < head.find(b"mdat") or b"mdat" not in head
+
+
+# ---- resolution: full up to 1080p, larger frames scaled down once while decoding -----------
+def halves(n: int, height: int, width: int) -> np.ndarray:
+    """Left half red, right half blue: what a scaled frame must still show."""
+    frames = np.zeros((n, height, width, 3), np.uint8)
+    frames[:, :, : width // 2, 0] = 220
+    frames[:, :, width // 2:, 2] = 220
+    return frames
+
+
+@pytest.mark.parametrize("backend", ["auto", "decord", "pyav"])
+def test_a_720p_clip_comes_out_at_full_resolution(tmp_path, backend):
+    path = write_video(tmp_path / "720p.mp4", halves(2, 720, 1280), 2)
+    frames, _ = read_video(path, 2, backend=backend)
+    assert frames.shape == (2, 720, 1280, 3)  # the model's resize to its vision input is the only one
+
+
+def test_a_4k_clip_is_scaled_down_once_to_1080p(tmp_path):
+    path = write_video(tmp_path / "4k.mp4", halves(2, 2160, 3840), 2)
+    frames, _ = read_video(path, 2)
+    assert frames.shape == (2, 1080, 1920, 3)
+    left, right = frames[0, 100:-100, 100:860].mean((0, 1)), frames[0, 100:-100, 1060:-100].mean((0, 1))
+    assert left[0] > 200 > 20 > left[2] and right[2] > 200 > 20 > right[0]  # scaled, not cropped
+    with pytest.raises(VideoError, match="decord reader cannot scale 3840x2160 frames to fit 1920x1080"):
+        read_video(path, 2, backend="decord")
+    assert read_video(path, 2, max_size=None)[0].shape == (2, 2160, 3840, 3)  # asked for full size
+
+
+@pytest.mark.parametrize("size, scaled", [
+    ((1280, 720), None), ((1920, 1080), None), ((1080, 1920), None), ((640, 480), None),
+    ((3840, 2160), (1920, 1080)), ((2160, 3840), (1080, 1920)), ((2560, 1440), (1920, 1080)),
+    ((2048, 2048), (1080, 1080)), ((3840, 1600), (1920, 800)),
+])
+def test_frames_are_scaled_only_when_they_do_not_fit_1080p(size, scaled):
+    assert video.scaled_size(*size) == scaled
+    assert video.scaled_size(*size, max_size=None) is None
