@@ -94,6 +94,7 @@ def append_chunk(backbone: Backbone, cache: HermesCache, feats: torch.Tensor, fr
     return rec.rows
 
 
+@torch.no_grad()
 def next_logits(backbone: Backbone, hidden: torch.Tensor) -> torch.Tensor:
     """(1, n, D) hidden -> (V,) fp32 logits of the token after the last row."""
     return backbone.model.lm_head(hidden[:, -1]).float()[0]

@@ -189,6 +189,7 @@ def test_next_token_logits_is_the_first_answer_step_and_writes_nothing(backbone)
     before, stats = snapshot(engine), engine.stats()
     logits = engine.next_token_logits(QUESTION)
     assert logits.shape == (backbone.model.config.text_config.vocab_size,) and logits.dtype == torch.float32
+    assert not logits.requires_grad  # a plain tensor: no autograd graph kept alive
     assert all(all(torch.equal(x, y) for x, y in zip(b, a, strict=True)) for b, a in zip(before, snapshot(engine),
                                                                                           strict=True))
     assert engine.stats()["next_position"] == stats["next_position"]
