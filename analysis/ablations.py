@@ -1,6 +1,6 @@
 """Ablations: which parts of HERMES matter, measured on held-out ShapeStream with hermes-tiny.
 
-    python -m analysis.ablations                 # 24 streams, 2 budgets, ~10 min on 2 cores
+    python -m analysis.ablations                 # 24 streams, 2 budgets, ~5 min on 2 cores
     python -m analysis.ablations --quick         # 3 streams, one budget, for tests and CI
     torchrun --nproc_per_node 2 -m analysis.ablations
 
@@ -12,19 +12,7 @@ budgets of 12.5% and 25% of a stream's video tokens:
 - no summary: deep layers drop evicted tokens instead of folding them into one (`summary=False`);
 - single query: the global pseudo-query scores every tier (`query_mode="single"`);
 - one tier: every layer is a middle layer, one recency/attention schedule (`tier_mode="uniform"`);
-- eager re-index: positions compacted after every eviction instead of lazily (`reindex="eager"`);
-
-and the project's behaviour before it followed the released code (the defaults now do):
-
-- depth to last middle: middle-layer p divided by (last_middle - first_middle), reaching 1
-  (`depth_span="last_middle"`; released: by first_deep - first_middle);
-- summary first folded: the old summary always folded in again, the new one at the smallest
-  folded position (`summary_mode="first_folded"`; released: one past the newest kept token, the
-  old summary an ordinary candidate);
-- chat pseudo-queries: pseudo-queries rendered with the chat template, the follow-up local text
-  without the answer (`pseudo_query_style="chat"`; released: raw text, "Question: Q Answer: A");
-- all earlier: the three above and min-max normalisation without the released + 1e-6 (`norm_eps=0`).
-  (The decoding change, penalty on generated tokens only, applies to every row.)
+- eager re-index: positions compacted after every eviction instead of lazily (`reindex="eager"`).
 
 Accuracy per category with its binomial standard error; writes ablations.md / .csv / .png
 to --out. Differences smaller than about two standard errors are noise at this size.
@@ -50,11 +38,6 @@ VARIANTS: tuple[tuple[str, Pairs, Pairs], ...] = (  # (name, hermes policy param
     ("single query", (("query_mode", "single"),), ()),
     ("one tier", (("tier_mode", "uniform"),), ()),
     ("eager re-index", (), (("reindex", "eager"),)),
-    ("depth to last middle", (("depth_span", "last_middle"),), ()),
-    ("summary first folded", (("summary_mode", "first_folded"),), ()),
-    ("chat pseudo-queries", (), (("pseudo_query_style", "chat"),)),
-    ("all earlier", (("depth_span", "last_middle"), ("summary_mode", "first_folded"), ("norm_eps", 0.0)),
-     (("pseudo_query_style", "chat"),)),
 )
 
 

@@ -9,15 +9,18 @@ cross-layer smoothing from the deepest layer up; the cut, keeping the top ``budg
 layer and, where the policy says so, folding the rest into one summary token. Prefix
 tokens are never candidates.
 
-Folding follows ``policy.fold_mode()``. "after_kept" (the released HERMES code): a summarizing
-layer holding more than budget - 1 tokens keeps its top budget - 1 (an earlier summary competes
-like any token) and folds the rest into a new summary one position past the newest token that
-stays. The released code then continues that layer one position past the summary; here all
-layers share the stream's next position, so when a summary lands on it the stream moves on by
-one. A layer whose newest tokens were evicted keeps their positions as a gap before the next
-chunk (the released code closes it: every layer there continues after its own newest token).
-"first_folded": a layer over budget keeps budget - 1 tokens that are not summaries and folds the
-rest, the earlier summary included, into a summary at the smallest folded position.
+Folding and positions follow ``policy.fold_mode()``. "released" (the released HERMES code,
+inference/llavaov_hermes.py): a summarizing layer holding more than budget - 1 tokens keeps its
+top budget - 1 (an earlier summary competes like any token) and folds the rest into a new
+summary one position past the newest token that stays; and every layer's next tokens follow its
+own newest token. The layers here share the stream's next position, so that last part is done
+by moving each layer's non-prefix tokens (keys re-rotated, ``HermesLayer.set_positions``) until
+its newest token sits just before the next position: RoPE is relative, so what any later token
+sees is the released code's, except the distance to the prefix, which here grows with the
+stream instead of shrinking by what each layer evicted from its newest end. "first_folded"
+(this project's earlier behaviour): a layer over budget keeps budget - 1 tokens that are not
+summaries and folds the rest, the earlier summary included, into a summary at the smallest
+folded position; a layer whose newest tokens were evicted keeps their positions as a gap.
 """
 
 from __future__ import annotations
@@ -80,16 +83,40 @@ def evict(cache: HermesCache, policy: Policy, budget: int | None, attention: dic
         for i, layer in enumerate(cache.layers):
             if len(index[i]) > limits[i]:
                 evicted[i] = cut_layer(layer, index[i], scores[i], budgets[i], folds[i], mode)
-        if (top := cache.max_position()) >= cache.next_position:  # a summary sits on the next position
-            cache.advance(top + 1 - cache.next_position)
+        if mode == "released":
+            follow_newest(cache)
     return Eviction(budgets, evicted)
 
 
 def cut_above(budget: int, fold: bool, mode: str) -> int:
     """A layer holding more evictable tokens than this is cut: budget, or budget - 1 for a
-    layer that folds in the "after_kept" mode (the released code cuts it to budget - 1 and
+    layer that folds in the "released" mode (the released code cuts it to budget - 1 and
     adds a summary even when it holds exactly budget)."""
-    return budget - 1 if fold and mode == "after_kept" else budget
+    return budget - 1 if fold and mode == "released" else budget
+
+
+def follow_newest(cache: HermesCache) -> None:
+    """Move each layer's non-prefix tokens so that its newest one sits at next_position - 1
+    (the released code continues every layer after its own newest token). A layer whose
+    summary landed on the next position moves back by one where that does not reach its
+    prefix; otherwise the stream moves on instead."""
+    rest = [layer.kinds != PREFIX for layer in cache.layers]
+    newest = [int(layer.positions[r].max()) if bool(r.any()) else None for layer, r in zip(cache.layers, rest,
+                                                                                          strict=True)]
+
+    def room_below(layer, r, by: int) -> bool:  # the layer's oldest token can move down `by` past its prefix
+        prefix = layer.positions[~r]
+        return not bool(prefix.numel()) or int(layer.positions[r].min()) - by > int(prefix.max())
+
+    over = [(layer, r, top) for layer, r, top in zip(cache.layers, rest, newest, strict=True)
+            if top is not None and top >= cache.next_position]
+    if not all(room_below(layer, r, top + 1 - cache.next_position) for layer, r, top in over):
+        cache.advance(max(top for *_, top in over) + 1 - cache.next_position)
+    for layer, r, top in zip(cache.layers, rest, newest, strict=True):
+        if top is not None and (delta := cache.next_position - 1 - top):
+            positions = layer.positions.clone()
+            positions[r] += delta
+            layer.set_positions(positions)
 
 
 def score_layer(policy: Policy, layer: HermesLayer, layer_idx: int, n_layers: int, budget: int, index: torch.Tensor,
@@ -113,7 +140,7 @@ def score_layer(policy: Policy, layer: HermesLayer, layer_idx: int, n_layers: in
 
 
 def cut_layer(layer: HermesLayer, index: torch.Tensor, scores: np.ndarray, budget: int, summarize: bool,
-              mode: str = "after_kept") -> int:
+              mode: str = "released") -> int:
     """Keep the top-scoring evictable tokens of one layer; with `summarize`, keep budget - 1 and
     fold the rest into a new summary token, placed as `mode` says (see the module docstring).
     Returns how many tokens the layer lost (net of the summary)."""

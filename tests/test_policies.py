@@ -24,6 +24,13 @@ ACC = np.array([5, 1, 9, 0, 3, 8, 2, 7, 4, 6, 1, 0], dtype=float)
 SNAP = np.array([0, 0.9, 0, 0, 0, 0, 0.5, 0, 0, 0, 0, 0])  # mean of the window rows
 
 
+RELEASED = {"depth_span": "first_deep", "norm_eps": 1e-6, "summary_mode": "released"}  # the released code's choices
+
+
+def released_hermes(**params):
+    """The hermes policy with the released code's choices (not yet the defaults: see Hermes)."""
+    return get("hermes", **{**RELEASED, **params})
+
 def ctx(layer: int = 0, n_layers: int = 12, budget: int = 5, **kw) -> LayerContext:
     defaults = dict(positions=np.arange(100, 100 + N), frames=np.arange(N), kinds=np.full(N, VIDEO, np.int8),
                     frames_seen=N)
@@ -86,7 +93,7 @@ TIERS = [  # L, shallow layers, deep layers (DESIGN: shallow < int(0.1 L), deep 
 
 @pytest.mark.parametrize("n_layers, shallow, deep", TIERS)
 def test_hermes_tiers(n_layers, shallow, deep):
-    policy = get("hermes")
+    policy = released_hermes()
     tiers = [policy.tier(i, n_layers) for i in range(n_layers)]
     assert [i for i, t in enumerate(tiers) if t == "shallow"] == shallow
     assert [i for i, t in enumerate(tiers) if t == "deep"] == deep
@@ -101,12 +108,12 @@ ATT = {name: RNG.random(N) for name in ("local", "global", "mixed")}
 
 
 def test_hermes_shallow_layers_keep_exactly_the_newest():
-    scores = get("hermes").score(ctx(layer=0, attention=ATT))
+    scores = released_hermes().score(ctx(layer=0, attention=ATT))
     assert keep_set(scores, 5).tolist() == [7, 8, 9, 10, 11]
 
 
 def test_hermes_deep_layers_keep_the_top_global_attention():
-    scores = get("hermes").score(ctx(layer=10, attention=ATT))
+    scores = released_hermes().score(ctx(layer=10, attention=ATT))
     np.testing.assert_allclose(scores, minmax(ATT["global"], 1e-6))
     assert keep_set(scores, 5).tolist() == sorted(np.argsort(-ATT["global"])[:5].tolist())
 
@@ -120,9 +127,9 @@ DEPTHS = [  # L, layer, p by hand: (layer - first_middle) / (first_deep - first_
 
 @pytest.mark.parametrize("n_layers, layer, p, p_last_middle", DEPTHS)
 def test_hermes_middle_depth_is_the_released_codes(n_layers, layer, p, p_last_middle):
-    assert get("hermes").depth(layer, n_layers) == pytest.approx(p)
-    assert get("hermes", depth_span="last_middle").depth(layer, n_layers) == pytest.approx(p_last_middle)
-    alpha, k, query = get("hermes").weights(layer, n_layers)
+    assert released_hermes().depth(layer, n_layers) == pytest.approx(p)
+    assert released_hermes(depth_span="last_middle").depth(layer, n_layers) == pytest.approx(p_last_middle)
+    alpha, k, query = released_hermes().weights(layer, n_layers)
     assert (alpha, k, query) == (pytest.approx(1 - 0.9 * p), pytest.approx(20 - 19.5 * p), "mixed")
 
 
@@ -136,28 +143,29 @@ def test_hermes_middle_depth_is_the_released_codes(n_layers, layer, p, p_last_mi
     ("paper", "last_middle", 7, 1 - (0.75 - 0.6), 0.5),
 ])
 def test_hermes_middle_scores_by_hand(schedule, depth_span, layer, alpha, k):
-    scores = get("hermes", schedule=schedule, depth_span=depth_span).score(ctx(layer=layer, attention=ATT))
+    scores = released_hermes(schedule=schedule, depth_span=depth_span).score(ctx(layer=layer, attention=ATT))
     d = (N - 1 - np.arange(N)) / (N - 1)
     r = np.exp(-k * d)
     r = (r - r.min()) / (r.max() - r.min() + 1e-6)
     a = (ATT["mixed"] - ATT["mixed"].min()) / (ATT["mixed"].max() - ATT["mixed"].min() + 1e-6)
     np.testing.assert_allclose(scores, alpha * r + (1 - alpha) * a)
-    exact = get("hermes", schedule=schedule, depth_span=depth_span, norm_eps=0.0).score(ctx(layer=layer, attention=ATT))
+    exact = released_hermes(schedule=schedule, depth_span=depth_span, norm_eps=0.0).score(
+        ctx(layer=layer, attention=ATT))
     np.testing.assert_allclose(exact, alpha * minmax(np.exp(-k * d)) + (1 - alpha) * minmax(ATT["mixed"]))
 
 
 def test_hermes_single_query_and_uniform_tier_ablations():
-    single = get("hermes", query_mode="single")
+    single = released_hermes(query_mode="single")
     assert single.queries(12) == {"global"} and single.weights(4, 12)[2] == "global"
-    uniform = get("hermes", tier_mode="uniform")
+    uniform = released_hermes(tier_mode="uniform")
     assert {uniform.tier(i, 12) for i in range(12)} == {"middle"}
     assert uniform.depth(0, 12) == 0.0 and uniform.depth(11, 12) == 11 / 12
-    assert get("hermes", tier_mode="uniform", depth_span="last_middle").depth(11, 12) == 1.0
+    assert released_hermes(tier_mode="uniform", depth_span="last_middle").depth(11, 12) == 1.0
     assert not any(uniform.summarize(i, 12) for i in range(12))
-    assert get("hermes", smoothing=False).smoothing_lam(3, 12) == 0.0
-    assert not get("hermes", summary=False).summarize(10, 12)
-    assert get("hermes").fold_mode() == "after_kept"
-    assert get("hermes", summary_mode="first_folded").fold_mode() == "first_folded"
+    assert released_hermes(smoothing=False).smoothing_lam(3, 12) == 0.0
+    assert not released_hermes(summary=False).summarize(10, 12)
+    assert released_hermes().fold_mode() == "released"
+    assert released_hermes(summary_mode="first_folded").fold_mode() == "first_folded"
 
 
 def test_recency_and_minmax():
@@ -189,7 +197,7 @@ BAD_PARAMS = [  # policy, parameters, the field and range the error must name
     ("hermes", {"summary": "yes"}, r"summary must be True or False"),
     ("hermes", {"w0": 0.5, "gamma": 0.6}, r"w0 - gamma must be >= 0"),
     ("hermes", {"depth_span": "last_deep"}, r"depth_span must be one of \('first_deep', 'last_middle'\)"),
-    ("hermes", {"summary_mode": "oldest"}, r"summary_mode must be one of \('after_kept', 'first_folded'\)"),
+    ("hermes", {"summary_mode": "oldest"}, r"summary_mode must be one of \('released', 'first_folded'\)"),
     ("hermes", {"norm_eps": -1e-6}, r"norm_eps must be a number in \[0, 1\]"),
     ("streaming_llm", {"sinks": -1}, r"sinks must be a whole number in \[0,"),
     ("streaming_llm", {"sinks": 2.5}, r"sinks must be a whole number"),
@@ -210,9 +218,9 @@ def test_policies_validate_their_own_parameters(name, params, message):
 
 def test_needs_follow_from_what_a_policy_reads():
     assert get("fifo").needs(12) == Needs()
-    assert get("hermes").needs(12).queries == {"global", "mixed"}  # shallow layers read no query
-    assert get("hermes", tier_mode="uniform").needs(12).queries == {"mixed"}
-    assert get("hermes", query_mode="single").needs(12).queries == {"global"}
+    assert released_hermes().needs(12).queries == {"global", "mixed"}  # shallow layers read no query
+    assert released_hermes(tier_mode="uniform").needs(12).queries == {"mixed"}
+    assert released_hermes(query_mode="single").needs(12).queries == {"global"}
     h2o, snap = get("h2o").needs(12), get("snapkv", window=8).needs(12)
     assert h2o.accumulated and h2o.prefill_attention and not h2o.queries
     assert snap.observation_rows == 8 and snap.prefill_attention and not snap.accumulated
@@ -289,10 +297,11 @@ class ReleasedStream:
         self.summary = [torch.zeros(0, dtype=torch.bool) for _ in range(n_layers)]
 
     def append(self, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
-        """A chunk; each layer's tokens follow its own newest token (keys taken as they are)."""
+        """A chunk; each layer's tokens follow its own newest token. `keys` are position-free:
+        the layer holds them rotated to the positions they take."""
         for layer, (k, v) in enumerate(zip(keys, values, strict=True)):
             start = int(self.positions[layer][-1]) + 1 if len(self.positions[layer]) else self.prefix
-            self.keys[layer] = torch.cat([self.keys[layer], k])
+            self.keys[layer] = torch.cat([self.keys[layer], rope(k, torch.arange(start, start + len(v)))])
             self.values[layer] = torch.cat([self.values[layer], v])
             self.positions[layer] = torch.cat([self.positions[layer], torch.arange(start, start + len(v))])
             self.summary[layer] = torch.cat([self.summary[layer], torch.zeros(len(v), dtype=torch.bool)])
@@ -335,7 +344,7 @@ class OurStream:
         prefix = self.cache.prefix_length
         full = {name: [np.concatenate([np.zeros(prefix), a.double().numpy()]) for a in per_layer]
                 for name, per_layer in attention.items()}
-        eviction.evict(self.cache, get("hermes", **params), budget, full, {}, 0, Stopwatch())
+        eviction.evict(self.cache, released_hermes(**params), budget, full, {}, 0, Stopwatch())
 
     def values(self, layer: int) -> torch.Tensor:
         lay = self.cache.layers[layer]
@@ -367,7 +376,8 @@ def run_both(n_layers: int, style: str, budget: int, prefix: int, chunks: tuple[
             v[:, 0] = torch.arange(label, label + n_new, dtype=torch.float32)  # each token's label
         label += n_new
         keys = [torch.from_numpy(rng.normal(size=(n_new, DH)).astype(np.float32)) for _ in range(n_layers)]
-        ours.write(keys, values)
+        at = ours.cache.next_positions(n_new)
+        ours.write([rope(k, at) for k in keys], values)  # keys as a forward writes them: at their positions
         theirs.append(keys, values)
         attention = {name: [draw_attention(rng, style, len(v)) for v in theirs.values]
                      for name in ("local", "global", "mixed")}
@@ -380,9 +390,12 @@ def run_both(n_layers: int, style: str, budget: int, prefix: int, chunks: tuple[
             torch.testing.assert_close(lay.values[0, 0, index], theirs.values[layer], msg=where)
             assert torch.equal(lay.kinds[index] == SUMMARY, theirs.summary[layer]), where
             positions = lay.positions
-            assert bool((positions[1:] > positions[:-1]).all()) and positions.max() < ours.cache.next_position
-            if torch.equal(positions[index], theirs.positions[layer]):  # until a layer's positions part ways
-                torch.testing.assert_close(lay.keys[0, 0, index], theirs.keys[layer], msg=where)
+            assert bool((positions[1:] > positions[:-1]).all()) and positions.max() == ours.cache.next_position - 1
+            # the same positions up to one shift per layer (RoPE is relative), so the same keys once shifted
+            shift = positions[index] - theirs.positions[layer]
+            assert bool((shift == shift[0]).all()), f"{where}: {positions[index]} vs {theirs.positions[layer]}"
+            torch.testing.assert_close(lay.keys[0, 0, index], rope(theirs.keys[layer], shift), atol=1e-4, rtol=1e-4,
+                                       msg=where)
             compared += 1
     return compared
 
@@ -424,27 +437,33 @@ def peaked_at(lengths: list[int], newest: bool) -> dict[str, list[torch.Tensor]]
     return {name: ramp for name in ("local", "global", "mixed")}
 
 
-def test_a_summary_on_the_next_position_moves_the_stream_on():
+def test_each_layer_continues_after_its_own_newest_token():
     stream = OurStream(12, prefix=2)
     written(stream, 20, 1)  # positions 2..21, next 22
-    stream.evict(peaked_at(stream.cache.evictable_lengths(), newest=True), budget=8)
-    deep = stream.cache.layers[10]
-    assert deep.positions[2:].tolist() == [*range(15, 22), 22]  # newest 7 kept, summary one past them
-    assert deep.kinds[-1] == SUMMARY and stream.cache.next_position == 23  # the released code: next at 23
-    assert stream.cache.layers[0].positions[-1] == 21  # a layer without summary: a one-position gap
-    written(stream, 4, 100)
-    assert deep.positions[-4:].tolist() == [23, 24, 25, 26]
+    stream.evict(peaked_at(stream.cache.evictable_lengths(), newest=False), budget=8)
+    deep = stream.cache.layers[10]  # the oldest 7 kept (2..8), the summary one past them (9) ...
+    assert deep.kinds[-1] == SUMMARY and deep.values[0, 0, -1, 0].item() == pytest.approx(np.mean(range(8, 21)))
+    assert deep.positions.tolist() == [0, 1, *range(14, 21), 21]  # ... moved on by 12: next tokens follow them
+    assert stream.cache.layers[0].positions[-1] == 21 and stream.cache.next_position == 22
+    written(stream, 3, 100)
+    assert deep.positions[-4:].tolist() == [21, 22, 23, 24]
 
 
-def test_a_deep_layer_whose_newest_tokens_go_keeps_their_gap():
+def test_a_summary_on_the_next_position_moves_its_layer_back_or_the_stream_on():
     stream = OurStream(12, prefix=2)
     written(stream, 20, 1)
-    stream.evict(peaked_at(stream.cache.evictable_lengths(), newest=False), budget=8)
+    stream.evict(peaked_at(stream.cache.evictable_lengths(), newest=True), budget=8)
+    deep = stream.cache.layers[10]  # the newest 7 kept (15..21), the summary one past them, on the next position
+    assert deep.positions.tolist() == [0, 1, *range(14, 21), 21] and stream.cache.next_position == 22  # moved back
+    stream = OurStream(12, prefix=2)
+    written(stream, 20, 1)
+    attention = peaked_at(stream.cache.evictable_lengths(), newest=True)
+    for a in attention["global"]:
+        a[0] = 1e3  # the oldest token too: the layer cannot move back past its prefix, so the stream moves on
+    stream.evict(attention, budget=8)
     deep = stream.cache.layers[10]
-    assert deep.positions[2:].tolist() == [*range(2, 9), 9]  # oldest 7 kept, summary at 9
-    assert stream.cache.next_position == 22  # the released code would continue this layer at 10
-    written(stream, 3, 100)
-    assert deep.positions[-3:].tolist() == [22, 23, 24]
+    assert deep.positions.tolist() == [0, 1, 2, *range(16, 22), 22] and stream.cache.next_position == 23
+    assert stream.cache.layers[0].positions[-1] == 22  # every other layer follows
 
 
 def test_first_folded_mode_refolds_the_old_summary_at_the_smallest_position():

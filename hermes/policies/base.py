@@ -39,7 +39,7 @@ import numpy as np
 
 from hermes.errors import HermesError
 
-FOLD_MODES = ("after_kept", "first_folded")  # what Policy.fold_mode() may return
+FOLD_MODES = ("released", "first_folded")  # what Policy.fold_mode() may return
 
 
 @dataclass(frozen=True)
@@ -109,11 +109,12 @@ class Policy:
         return False
 
     def fold_mode(self) -> str:
-        """How ``summarize`` layers fold (see hermes.eviction.cut_layer): "after_kept" (the released
-        HERMES code: the new summary sits one position past the newest kept token, an earlier summary
-        is an ordinary candidate) or "first_folded" (at the smallest folded position, an earlier
-        summary always folded in again)."""
-        return "after_kept"
+        """How ``summarize`` layers fold, and where each layer's next tokens go (hermes.eviction):
+        "released" (the released HERMES code: the new summary one position past the newest kept
+        token, an earlier summary an ordinary candidate, every layer continuing after its own newest
+        token) or "first_folded" (the summary at the smallest folded position, an earlier summary
+        always folded in again, one next position for all layers, gaps where newest tokens went)."""
+        return "first_folded"
 
     def tier(self, layer: int, n_layers: int) -> str:
         """A label for the layer's role, shown in telemetry."""
