@@ -46,40 +46,44 @@ def server():
     app.stop()
 
 
-class Tabs:
-    """Open tabs keep ticking (a browser's timer does, every 0.5 s) until every user is done,
-    so no session idles out while the slowest of the eight still works."""
+class Tab:
+    """A browser tab: its timer ticks every 0.5-1 s with the player's time for as long as the tab
+    is open, also while a question is being answered, so no session idles out while it waits in
+    a queue behind seven others."""
 
-    def __init__(self, n: int) -> None:
-        self.n, self.done, self.lock, self.all_done = n, 0, threading.Lock(), threading.Event()
+    def __init__(self, client, released: threading.Event) -> None:
+        self.client, self.released, self.playhead = client, released, 0.0
+        self.thread = threading.Thread(target=self._keep_ticking, daemon=True)
+        self.thread.start()
 
-    def finished(self) -> None:
-        with self.lock:
-            self.done += 1
-            if self.done == self.n:
-                self.all_done.set()
+    def _keep_ticking(self) -> None:
+        while not self.released.wait(1.0):
+            self.client.predict(self.playhead, "global", api_name="/tick")
+
+    def close(self) -> None:
+        self.thread.join()
 
 
-def use(url: str, example: str, tabs: Tabs | None = None) -> dict:
+def use(url: str, example: str, released: threading.Event | None = None) -> dict:
+    """One user: load the example, play to 8 s, ask its first question; the tab stays open
+    (ticking) until `released` is set."""
     from gradio_client import Client
 
     client = Client(url, verbose=False)
-    try:
-        _, status, _, _ = client.predict(example, api_name="/play_example")
-        if "full" in status:
-            return {"example": example, "busy": status}
-        for playhead in (2.0, 4.0, 6.0, 8.0):
-            client.predict(playhead, "global", api_name="/tick")
-        q = first_question(example)
-        chat, _, status, *_ = client.predict(q["question"], api_name="/ask")
-        assert chat, f"{example}: no answer: {status}"
-        reply = chat[-1]["content"][0]["text"]
-        return {"example": example, "question": q, "reply": reply, "trace": client.predict(api_name="/telemetry")}
-    finally:
-        if tabs is not None:
-            tabs.finished()
-            while not tabs.all_done.wait(1.0):
-                client.predict(8.0, "global", api_name="/tick")
+    _, status, _, _ = client.predict(example, api_name="/play_example")
+    if "full" in status:
+        return {"example": example, "busy": status}
+    tab = Tab(client, released) if released is not None else None
+    for playhead in (2.0, 4.0, 6.0, 8.0):
+        if tab is not None:
+            tab.playhead = playhead
+        client.predict(playhead, "global", api_name="/tick")
+    q = first_question(example)
+    chat, _, status, *_ = client.predict(q["question"], api_name="/ask")
+    assert chat, f"{example}: no answer: {status}"
+    reply = chat[-1]["content"][0]["text"]
+    return {"example": example, "question": q, "reply": reply, "trace": client.predict(api_name="/telemetry"),
+            "tab": tab}
 
 
 @pytest.mark.timeout(600)
@@ -87,12 +91,18 @@ def test_eight_sessions_at_once_without_cross_talk_then_a_polite_ninth(server):
     from gradio_client import Client
 
     baseline = Client(server.url, verbose=False).predict(api_name="/health")
-    tabs = Tabs(len(EXAMPLES))
-    with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda ex: use(server.url, ex, tabs), EXAMPLES))
-    # before the solo answers below: they take seconds, and the sessions' idle timeout is short
-    health = Client(server.url, verbose=False).predict(api_name="/health")
-    ninth = use(server.url, "shapestream-901")
+    released = threading.Event()  # the eight tabs stay open until the checks below are done
+    results: list[dict] = []
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            results.extend(pool.map(lambda ex: use(server.url, ex, released), EXAMPLES))
+        health = Client(server.url, verbose=False).predict(api_name="/health")
+        ninth = use(server.url, "shapestream-901")
+    finally:
+        released.set()
+        for r in results:
+            if r.get("tab") is not None:
+                r["tab"].close()
     for r in results:
         assert "busy" not in r, r
         q, trace = r["question"], r["trace"]
@@ -105,7 +115,7 @@ def test_eight_sessions_at_once_without_cross_talk_then_a_polite_ninth(server):
     assert health["rss_mb"] < baseline["rss_mb"] + 8 * 128, f"memory per session grew too much: {health}"
     assert "busy" in ninth and "try again" in ninth["busy"]
 
-    time.sleep(IDLE_S + 2)  # everyone idles past the timeout: their sessions are freed
+    time.sleep(IDLE_S + 2)  # every tab is closed: their sessions idle past the timeout and are freed
     assert Client(server.url, verbose=False).predict(api_name="/health")["sessions"] <= 1
     again = use(server.url, "shapestream-902")
     assert "busy" not in again
