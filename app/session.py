@@ -17,16 +17,20 @@ training); the ground truth is taken at the last frame in memory.
 
 from __future__ import annotations
 
+import json
+import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 import hermes
-from app import sources
+from app import render, sources
 from app.playback import Playback
 from app.settings import Controls, Settings
 from app.sources import Source
@@ -35,6 +39,9 @@ from hermes.errors import HermesError
 from hermes.inputs import check_question
 from hermes.studies.mechanistic import Study, distance_edges, hermes_tiers, study_stream, summarise
 from hermes.telemetry import ChunkEvent, QuestionEvent
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 # Weights are loaded once per process and shared by every session's engines (and studies).
 # They live here, next to the one place that builds engines, rather than in app.store: the
@@ -51,6 +58,25 @@ def shared_backbone(model: str, allowed: list[str]) -> Backbone:
         if model not in _BACKBONES:
             _BACKBONES[model] = load_backbone(model, device="auto", dtype="auto")  # HERMES_DEVICE / HERMES_DTYPE
         return _BACKBONES[model]
+
+
+def json_ready(value: object) -> object:
+    """`value` with numpy arrays and numbers made plain and every NaN or infinity made None, so
+    that strict JSON can hold it (json.dumps would write NaN / Infinity, which JSON.parse refuses)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def strict_json(value: object) -> str:
+    """`value` as strict JSON (RFC 8259), non-finite numbers as null; raises on anything else JSON lacks."""
+    return json.dumps(json_ready(value), allow_nan=False, ensure_ascii=False, indent=1)
 
 
 @dataclass
@@ -289,3 +315,38 @@ class Session:
                     "lanes": [{"policy": lane.policy, "chunks": [e.to_dict() for e in lane.events],
                                "questions": [q.to_dict() for q in lane.engine.questions]} for lane in self.lanes],
                     "chat": self.chat}
+
+    # ---- export ---------------------------------------------------------------------------
+    def export_header(self) -> dict[str, str]:
+        """What an export is of: the stream, the model, the policies, the settings, what memory
+        holds, and when it was exported (local time)."""
+        with self.lock:
+            st, c = self.status(), self.controls
+            length = f" ({st['duration_s']:.1f} s)" if math.isfinite(st["duration_s"]) and st["duration_s"] > 0 else ""
+            params = [f"{p}: " + (", ".join(f"{k} {('on' if v else 'off') if isinstance(v, bool) else v}"
+                                            for k, v in c.policy_params(p).items()) or "no parameters")
+                      for p in c.policy_names()]
+            memory = self.memory_time()
+            held = (f"{st['chunks']} chunks, frames up to {memory:.1f} s" if memory is not None else "nothing yet")
+            held += f" ({st['frames']} frames read, up to {st['ingested_s']:.1f} s)" + (
+                " · stream ended" if st["ended"] else "")
+            return {"stream": f"{st['source']}{length}" if st["source"] else "none (nothing played)",
+                    "model": f"{c.model} on {st['device']} in {st['dtype']}",
+                    "policy": " compared with ".join(c.policy_names()),
+                    "settings": f"budget {self.budget_text()}; chunks of {c.chunk_frames} frames at {c.fps:g} fps; "
+                                f"re-index {c.reindex}; " + "; ".join(params),
+                    "memory": held,
+                    "exported": datetime.now().astimezone().isoformat(timespec="seconds")}
+
+    def export(self, folder: str | Path, figures: Sequence[go.Figure]) -> list[Path]:
+        """Write hermes-trace.json (strict JSON: header, status and trace, non-finite numbers as
+        null) and hermes-figures.html (the header and the `figures` that draw data, see
+        app.render.figures_html) into `folder`; returns both paths."""
+        folder = Path(folder)
+        with self.lock:
+            header = self.export_header()
+            data = {"header": header, "status": self.status(), **self.trace()}
+        trace_path, figures_path = folder / "hermes-trace.json", folder / "hermes-figures.html"
+        trace_path.write_text(strict_json(data), encoding="utf-8")
+        figures_path.write_text(render.figures_html(figures, header), encoding="utf-8")
+        return [trace_path, figures_path]

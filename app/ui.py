@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
 import queue
 import tempfile
 import threading
@@ -27,7 +26,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
-import plotly.io as pio
 
 from app import render
 from app.session import Session
@@ -284,11 +282,7 @@ def telemetry(s: Session) -> dict:
 @handler(lambda s, message, view: gr.skip())
 def export(s: Session, view: str) -> list[str]:
     out = Path(tempfile.mkdtemp(prefix="hermes-export-"))
-    (out / "hermes-trace.json").write_text(json.dumps(_trace(s), indent=1))
-    figs = _figures(s, view)
-    html = [pio.to_html(fig, include_plotlyjs=(i == 0), full_html=False) for i, fig in enumerate(figs)]
-    (out / "hermes-figures.html").write_text("<html><body>" + "\n".join(html) + "</body></html>")
-    return [str(out / "hermes-trace.json"), str(out / "hermes-figures.html")]
+    return [str(p) for p in s.export(out, _figures(s, view))]
 
 
 # ---- layout: one function per panel; each adds its widgets to `w` ---------------------------

@@ -295,7 +295,9 @@ def test_end_to_end_example_question_answer_and_telemetry(client, tmp_path):
     exported = json.loads(Path(trace_file).read_text())
     assert exported["lanes"][0]["chunks"][0]["kept"] == lane["chunks"][0]["kept"]
     html = Path(figures_file).read_text()
-    assert html.count('class="plotly-graph-div"') == 5 and "Attention — question:" in html
+    assert '<meta charset="utf-8">' in html and "Attention — question:" in html
+    assert html.count('class="plotly-graph-div"') == 4  # no empty "compared with" placeholder outside compare mode
+    assert exported["header"]["stream"].startswith(EXAMPLE) and "hermes" in exported["header"]["policy"]
 
 
 @pytest.mark.timeout(300)

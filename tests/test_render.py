@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import colorsys
+import itertools
+import json
+
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -41,6 +45,41 @@ def test_empty_state_figures_show_a_hint_and_no_data(fig):
     assert fig.layout.title.text
 
 
+def rgb(colour: str) -> np.ndarray:
+    """'#rrggbb' or 'rgb(r, g, b)' -> (3,) floats 0-255."""
+    if colour.startswith("#"):
+        return np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=float)
+    return np.array([float(v) for v in colour[colour.index("(") + 1:-1].split(",")[:3]])
+
+
+def drawn_colours(trace) -> np.ndarray:
+    """(L, C, 3) the colour plotly draws each heatmap cell in (its value placed on zmin..zmax and
+    interpolated on the colour scale, in RGB, as plotly.js does); NaN for a cell not drawn."""
+    stops = [(float(pos), rgb(colour)) for pos, colour in trace.colorscale]
+    z = np.asarray(trace.z, dtype=float)
+    out = np.full((*z.shape, 3), np.nan)
+    for index, value in np.ndenumerate(z):
+        if np.isnan(value):
+            continue
+        u = min(max((value - trace.zmin) / (trace.zmax - trace.zmin), 0.0), 1.0)
+        for (p0, c0), (p1, c1) in itertools.pairwise(stops):
+            if p0 <= u <= p1 and p1 > p0:
+                out[index] = c0 + (c1 - c0) * (u - p0) / (p1 - p0)
+                break
+    return out
+
+
+def hue(colour: np.ndarray) -> float:
+    return colorsys.rgb_to_hsv(*(colour / 255))[0] * 360
+
+
+def occupancy_event(kept: np.ndarray, tiers: list[str], frame_ids: np.ndarray | None = None) -> ChunkEvent:
+    event = chunk_event(n_layers=kept.shape[0], n_frames=kept.shape[1], tiers=tiers)
+    event.kept, event.summary = kept, np.zeros(kept.shape[0], int)
+    event.frame_ids = np.arange(kept.shape[1]) if frame_ids is None else frame_ids
+    return event
+
+
 def test_attention_heatmap_is_layer_by_frame_time_on_a_log_scale():
     event = chunk_event()
     fig = render.attention_heatmap(event, TIMES, query="global")
@@ -48,52 +87,175 @@ def test_attention_heatmap_is_layer_by_frame_time_on_a_log_scale():
     z = np.asarray(heat.z, dtype=float)
     assert z.shape == (12, 6)
     np.testing.assert_allclose(z, np.log10(np.maximum(event.attention["global"], render.LOG_FLOOR)))
-    np.testing.assert_allclose(heat.x, TIMES)
+    np.testing.assert_allclose(heat.x, np.arange(7) * 0.5 - 0.25)  # cell edges: each frame centred on its time
     assert list(heat.colorbar.ticktext)[-1] == "1e0" and "1e-4" in heat.colorbar.ticktext
     assert fig.layout.xaxis.title.text == "video time (s)" and fig.layout.yaxis.title.text == "layer"
-    assert "pseudo-query: global" in fig.layout.title.text
+    title = fig.layout.title.text
+    assert title.startswith("Attention — global pseudo-query<br>")
+    assert "after chunk 2 (ending at 2.5 s)" in title and "frames held: 0.0–2.5 s" in title
 
 
 @pytest.mark.parametrize("query, expect", [("local", "local"), ("global", "global"), ("nonexistent", "global")])
-def test_attention_heatmap_picks_the_requested_pseudo_query(query, expect):
+def test_attention_heatmap_picks_the_requested_pseudo_query_and_names_it(query, expect):
     fig = render.attention_heatmap(chunk_event(), TIMES, query=query)
     np.testing.assert_allclose(fig.data[0].z, np.log10(np.maximum(chunk_event().attention[expect], render.LOG_FLOOR)))
+    assert fig.layout.title.text.startswith(f"Attention — {expect} pseudo-query")
 
 
-def test_attention_heatmap_shows_the_question_after_one_is_asked():
-    q_attn = np.full((12, 3), 0.2)
-    question = QuestionEvent("which shape appeared first ?", "circle", 0.01, 0.02, 2, 6,
-                             frame_ids=np.array([1, 3, 5]), attention=q_attn)
+def asked(attention: np.ndarray, frame_ids: np.ndarray, frames_seen: int = 6, text: str = "which shape appeared first ?"
+          ) -> QuestionEvent:
+    return QuestionEvent(text, "circle", 0.01, 0.02, 2, frames_seen, frame_ids=frame_ids, attention=attention)
+
+
+def test_attention_heatmap_shows_the_question_and_when_it_was_asked():
+    question = asked(np.full((12, 3), 0.2), np.array([1, 3, 5]), frames_seen=4)
     fig = render.attention_heatmap(chunk_event(), TIMES, query="question", question=question)
-    assert "question: which shape appeared first ?" in fig.layout.title.text
-    long = QuestionEvent("x" * 80, "", 0, 0, 0, 6, frame_ids=np.array([1]), attention=np.ones((12, 1)))
-    assert len(render.attention_heatmap(None, TIMES, question=long).layout.title.text) < 70
-    np.testing.assert_allclose(fig.data[0].x, TIMES[[1, 3, 5]])
-    assert "attention 2.00e-01" in fig.data[0].text[0][0] and "layer 0 (shallow)" in fig.data[0].text[0][0]
+    title = fig.layout.title.text
+    assert "Attention — question: “which shape appeared first ?”" in title
+    assert "asked with memory up to 1.5 s" in title and "the stream is now at 2.5 s" in title
+    assert "frames held: 0.5–2.5 s" in title
+    heat = fig.data[0]
+    z = np.asarray(heat.z, dtype=float)  # frames 0, 2, 4 are held by no layer: blank columns of their own
+    assert z.shape == (12, 6) and np.isnan(z[:, [0, 2, 4]]).all() and not np.isnan(z[:, [1, 3, 5]]).any()
+    assert "attention 2.00e-01" in heat.text[0][1] and "layer 0 (shallow)" in heat.text[0][1]
+    long = asked(np.ones((12, 1)), np.array([1]), text="x" * 80)
+    assert len(render.attention_heatmap(None, TIMES, question=long).layout.title.text.split("<br>")[0]) < 70
+    current = render.attention_heatmap(chunk_event(), TIMES, question=asked(np.ones((12, 1)), np.array([5])))
+    assert "the stream is now" not in current.layout.title.text
 
 
-def test_occupancy_map_colours_rows_by_tier_and_leaves_evicted_frames_as_holes():
+@pytest.mark.parametrize("question, hint", [
+    (None, "No question asked on this stream yet"),
+    (QuestionEvent("what ?", "x", 0.0, 0.0, 1, 6), "was not recorded"),
+])
+def test_the_question_view_never_falls_back_to_a_pseudo_query_map(question, hint):
+    fig = render.attention_heatmap(chunk_event(), TIMES, query="question", question=question)
+    assert not fig.data and hint in fig.layout.annotations[0].text
+    assert "pseudo-query" not in fig.layout.title.text
+
+
+# where the map's cell (layer 0, frame 2) stands: its attention, tokens kept after the chunk, how it is drawn
+EVICTION_CASES = [
+    ("chunk", 0.0, 0, False, "evicted: not in this layer's cache"),
+    ("chunk", 0.01, 0, True, "evicted by this chunk, after this look"),  # looked at, then dropped
+    ("chunk", 0.01, 16, True, "attention 1.00e-02"),
+    ("chunk", 1e-9, 16, True, "below the colour floor"),  # held but barely looked at: the floor colour
+    ("question", 0.0, 16, False, "evicted: not in this layer's cache"),
+    ("question", 0.01, 16, True, "attention 1.00e-02"),
+]
+
+
+@pytest.mark.parametrize("view, attention, kept, drawn, hover", EVICTION_CASES)
+def test_attention_heatmap_draws_frames_a_layer_does_not_hold_as_missing(view, attention, kept, drawn, hover):
+    event = chunk_event()
+    event.kept[0, 2] = kept
+    attn = np.full((12, 6), 0.1)
+    attn[0, 2] = attention
+    event.attention = {"global": attn}
+    question = asked(attn, np.arange(6)) if view == "question" else None
+    fig = render.attention_heatmap(event, TIMES, query=view, question=question)
+    heat = fig.data[0]
+    z = np.asarray(heat.z, dtype=float)
+    assert np.isfinite(z[0, 2]) == drawn and np.isfinite(np.delete(z.ravel(), 2)).all()
+    assert hover in heat.text[0][2] and heat.hoverongaps
+    colours = drawn_colours(heat)
+    if not drawn:  # not the colour of the lowest attention: not drawn at all, and the legend says so
+        assert np.isnan(colours[0, 2]).all()
+        assert render.EVICTED in [t.name for t in fig.data[1:]] and fig.layout.showlegend
+
+
+def test_a_frame_no_layer_holds_is_a_blank_of_its_own_width_not_its_neighbours():
+    event = chunk_event()
+    event.frame_ids = np.array([0, 1, 2, 3, 5, 6])  # frame 4 was evicted from every layer
+    times = np.arange(7) * 0.5
+    for heat in (render.attention_heatmap(event, times, "global").data[0], render.occupancy_map(event, times).data[1]):
+        z = np.asarray(heat.z, dtype=float)
+        assert z.shape == (12, 7) and np.isnan(z[:, 4]).all()
+        np.testing.assert_allclose(heat.x[4:6], [1.75, 2.25])  # the gap spans frame 4's own half second
+        assert "t = 2.0 s (frame 4)" in heat.text[0][4] and "evicted from every layer" in heat.text[0][4]
+        assert "t = 2.5 s (frame 5)" in heat.text[0][5]
+
+
+@pytest.mark.parametrize("frame_ids, times, edges, sources, unit, span", [
+    ([0, 1, 2], [0.0, 0.5, 1.0], [-0.25, 0.25, 0.75, 1.25], [0, 1, 2], "video time (s)", "0.0–1.0 s"),
+    ([2, 3], [0.0, 0.5, 1.0, 1.5], [-0.25, 0.75, 1.25, 1.75], [-1, 0, 1], "video time (s)", "1.0–1.5 s"),  # fifo
+    ([3, 0], [0.0, 1.0, 2.0, 3.0], [-0.5, 0.5, 2.5, 3.5], [1, -1, 0], "video time (s)", "0.0–3.0 s"),  # unsorted
+    ([0, 2], [], [-0.5, 0.5, 1.5, 2.5], [0, -1, 1], "frame", "frames 0–2"),  # no times: frame numbers
+    ([0, 1], [1.0, 1.0], [-0.5, 0.5, 1.5], [0, 1], "frame", "frames 0–1"),  # times that do not increase
+    ([0], [4.0], [3.5, 4.5], [0], "video time (s)", "4.0–4.0 s"),
+])
+def test_frame_columns_put_every_frame_of_the_stream_on_one_axis(frame_ids, times, edges, sources, unit, span):
+    cols = render.frame_columns(np.array(frame_ids), times)
+    np.testing.assert_allclose(cols.edges, edges)
+    assert cols.source.tolist() == sources and cols.unit == unit and cols.span(frame_ids) == span
+
+
+TIER_TABLE = [  # tiers of the map's layers; the tier whose full frame is checked
+    (TIERS, "shallow"),
+    (TIERS, "middle"),
+    (TIERS, "deep"),
+    (["all"] * 4, "all"),
+    (["shallow"] * 2 + ["deep"] * 2, "shallow"),
+]
+
+
+@pytest.mark.parametrize("tiers, tier", TIER_TABLE)
+def test_a_fully_kept_frame_takes_its_tiers_darkest_colour_never_a_hole(tiers, tier):
+    """16 video tokens + the chunk's newline = 17, the most a frame holds: the tier's own colour
+    (the legend's), not the next tier's near-white."""
+    kept = np.tile(np.arange(18), (len(tiers), 1))  # every count 0..17 in every layer
+    heat = render.occupancy_map(occupancy_event(kept, tiers), np.arange(18) * 0.5).data[1]
+    colours = drawn_colours(heat)
+    for layer in [i for i, t in enumerate(tiers) if t == tier]:
+        np.testing.assert_allclose(colours[layer, 17], rgb(render.TIER_COLOURS[tier]), atol=0.5)
+        assert "17 tokens kept" in heat.text[layer][17]
+
+
+def test_tier_colour_ranges_do_not_overlap_and_no_kept_count_is_drawn_blank():
+    tiers = ["shallow"] * 2 + ["middle"] * 2 + ["deep"] * 2 + ["all"] * 2
+    kept = np.tile(np.arange(18), (len(tiers), 1))
+    heat = render.occupancy_map(occupancy_event(kept, tiers), np.arange(18) * 0.5).data[1]
+    colours = drawn_colours(heat)  # (L, 18, 3)
+    by_tier = {t: colours[[i for i, x in enumerate(tiers) if x == t], 1:].reshape(-1, 3) for t in set(tiers)}
+    white = np.array([255.0, 255.0, 255.0])
+    for tier, drawn in by_tier.items():
+        assert np.isfinite(drawn).all()  # every count >= 1 is drawn
+        assert (np.linalg.norm(drawn - white, axis=1) > 40).all()  # ... visibly, not near-white
+        assert all(abs(hue(c) - hue(rgb(render.TIER_COLOURS[tier]))) < 2 for c in drawn)  # in its tier's hue
+        others = np.concatenate([d for t, d in by_tier.items() if t != tier])
+        nearest = np.linalg.norm(drawn[:, None] - others[None], axis=2).min()
+        assert nearest > 30, f"{tier} comes within {nearest:.0f} of another tier's colours"
+        lightness = drawn.sum(1).reshape(-1, 17)
+        assert (np.diff(lightness, axis=1) < 0).all()  # more tokens kept, darker
+    assert np.isnan(colours[:, 0]).all()  # 0 kept: not drawn (the white background shows)
+
+
+def test_occupancy_map_colours_rows_by_tier_and_leaves_evicted_frames_blank():
     event = chunk_event()
     fig = render.occupancy_map(event, TIMES)
     summary, heat = fig.data[0], fig.data[1]
     z = np.asarray(heat.z, dtype=float)
     assert z.shape == (12, 6)
-    assert np.isnan(z[:, 0]).all()  # frame 0 evicted: a hole in every layer
+    assert np.isnan(z[:, 0]).all()  # frame 0 evicted: blank in every layer
     assert np.isnan(z[event.kept == 0]).all() and not np.isnan(z[event.kept > 0]).any()
-    bands = {"shallow": (0, 1 / 3), "middle": (1 / 3, 2 / 3), "deep": (2 / 3, 1)}
-    for layer, tier in enumerate(TIERS):  # each layer's cells sit in its tier's colour ramp
-        lo, hi = bands[tier]
-        cells = z[layer][~np.isnan(z[layer])]
-        assert ((cells > lo) & (cells <= hi + 1e-9)).all()
+    for layer in range(12):
+        for j in range(6):
+            count = event.kept[layer, j]
+            expect = f"{count} tokens kept" if count else "evicted: 0 tokens kept"
+            assert expect in heat.text[layer][j] and f"layer {layer} ({TIERS[layer]})" in heat.text[layer][j]
+    assert heat.hoverongaps
     legend = {t.name: t.marker.color for t in fig.data[2:]}
-    assert legend == {t: render.TIER_COLOURS[t] for t in ("shallow", "middle", "deep")}
+    assert legend == {**{t: render.TIER_COLOURS[t] for t in ("shallow", "middle", "deep")}, render.EVICTED: "white"}
     assert list(summary.x) == ["Σ"] and np.isnan(np.asarray(summary.z, dtype=float)[:8]).all()
-    assert f"{event.kept[0, 1]} tokens kept" in heat.text[0][1] and "layer 0 (shallow)" in heat.text[0][1]
+    title = fig.layout.title.text
+    assert "hermes, budget 64" in title and "after chunk 2 (ending at 2.5 s)" in title
+    assert "frames kept: 0.5–2.5 s" in title  # frame 0 is evicted from every layer
+    assert f"darkest = {event.kept.max()} tokens" in title
 
 
 def test_occupancy_map_of_a_single_tier_policy_uses_one_colour():
     fig = render.occupancy_map(chunk_event(tiers=["all"] * 12), TIMES)
-    assert [t.name for t in fig.data[2:]] == ["all"]
+    assert [t.name for t in fig.data[2:]] == ["all", render.EVICTED]
 
 
 def test_memory_figure_compares_kv_now_with_a_full_cache():
@@ -145,3 +307,71 @@ def test_study_figure_draws_layers_by_frames_back_on_a_log_scale():
     assert "3 questions" in fig.layout.title.text and "layer 0 (shallow)" in trace.text[0][0]
     empty = render.study_figure(None)
     assert not empty.data and "press Run" in empty.layout.annotations[0].text
+
+
+HEADER = {"stream": "shapestream-901 (64.0 s)", "model": "hermes-tiny on cpu in float32", "policy": "hermes",
+          "settings": "budget 32 frames — <b>not html</b>", "exported": "2026-01-01T12:00:00+00:00"}
+
+
+@pytest.mark.parametrize("figures, drawn", [
+    ([render.occupancy_map(chunk_event(), TIMES), render.empty_figure("Compared with", "Pick a second policy")], 1),
+    ([render.attention_heatmap(chunk_event(), TIMES, "global"), render.occupancy_map(chunk_event(), TIMES)], 2),
+    ([render.empty_figure("Compared with", "Pick a second policy")], 0),
+])
+def test_figures_export_has_a_charset_a_header_and_only_real_figures(figures, drawn):
+    page = render.figures_html(figures, HEADER)
+    head = page[:page.index("</head>")]
+    assert '<meta charset="utf-8">' in head
+    assert "<title>HERMES Studio figures — shapestream-901 (64.0 s)</title>" in head
+    assert all(f"<th>{label}</th>" in page for label in HEADER)
+    assert "budget 32 frames — &lt;b&gt;not html&lt;/b&gt;" in page  # header text is escaped, not markup
+    assert page.count('class="plotly-graph-div"') == drawn and "Pick a second policy" not in page
+    assert page.count("<script type=\"text/javascript\">/**") <= 1  # plotly.js embedded at most once
+    assert ("No figures" in page) == (drawn == 0)
+
+
+@pytest.mark.parametrize("value, plain", [
+    ({"playhead_s": float("inf"), "behind_s": float("-inf"), "t": float("nan")},
+     {"playhead_s": None, "behind_s": None, "t": None}),
+    ([1.5, np.float32("nan"), np.int64(3), np.float64(2.0)], [1.5, None, 3, 2.0]),
+    ({"kept": np.array([[1, 2], [3, 4]]), "attention": np.array([0.5, np.inf])}, {"kept": [[1, 2], [3, 4]],
+                                                                                  "attention": [0.5, None]}),
+    ({"chat": [{"time": np.nan, "answers": {"hermes": "—"}}], 1: (True, None)},
+     {"chat": [{"time": None, "answers": {"hermes": "—"}}], "1": [True, None]}),
+])
+def test_strict_json_maps_non_finite_numbers_to_null(value, plain):
+    from app.session import strict_json
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    assert json.loads(strict_json(value), parse_constant=refuse) == plain
+
+
+def test_session_export_writes_a_headed_page_and_strict_json(tmp_path):
+    from app.session import Session
+    from app.settings import Settings
+
+    session = Session(Settings())
+    session.load_example("shapestream-901")
+    session.advance(float("inf"))  # an infinite playhead: the status holds inf, the export null
+    assert session.status()["playhead_s"] == float("inf")
+    last = session.lanes[0].events[-1]
+    figures = [render.occupancy_map(last, session.times), render.empty_figure("Compared with", "Pick a second policy")]
+    trace_path, figures_path = session.export(tmp_path, figures)
+    assert (trace_path.name, figures_path.name) == ("hermes-trace.json", "hermes-figures.html")
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    trace = json.loads(trace_path.read_text(encoding="utf-8"), parse_constant=refuse)
+    assert trace["status"]["playhead_s"] is None and trace["lanes"][0]["chunks"][-1]["kept"] == last.kept.tolist()
+    header = trace["header"]
+    assert header["stream"] == "shapestream-901 (64.0 s)" and header["policy"] == "hermes"
+    assert header["model"].startswith(session.controls.model) and "budget 32 frames" in header["settings"]
+    assert "shallow_ratio" in header["settings"] and f"frames up to {last.t_end:.1f} s" in header["memory"]
+    assert header["exported"][:4].isdigit()
+    page = figures_path.read_bytes().decode("utf-8")  # the bytes are UTF-8, as the page declares
+    assert '<meta charset="utf-8">' in page and "HERMES Studio figures — shapestream-901" in page
+    assert all(f"<td>{text}</td>" in page for text in header.values() if "<" not in text and "&" not in text)
+    assert page.count('class="plotly-graph-div"') == 1 and "Pick a second policy" not in page
