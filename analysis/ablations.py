@@ -1,6 +1,6 @@
 """Ablations: which parts of HERMES matter, measured on held-out ShapeStream with hermes-tiny.
 
-    python -m analysis.ablations                 # 24 streams, 2 budgets, ~5 min on 2 cores
+    python -m analysis.ablations                 # 24 streams, 2 budgets, ~10 min on 2 cores
     python -m analysis.ablations --quick         # 3 streams, one budget, for tests and CI
     torchrun --nproc_per_node 2 -m analysis.ablations
 
@@ -12,7 +12,19 @@ budgets of 12.5% and 25% of a stream's video tokens:
 - no summary: deep layers drop evicted tokens instead of folding them into one (`summary=False`);
 - single query: the global pseudo-query scores every tier (`query_mode="single"`);
 - one tier: every layer is a middle layer, one recency/attention schedule (`tier_mode="uniform"`);
-- eager re-index: positions compacted after every eviction instead of lazily (`reindex="eager"`).
+- eager re-index: positions compacted after every eviction instead of lazily (`reindex="eager"`);
+
+and this project's earlier behaviours, each a named option, where the default follows the
+released HERMES code (issue 17):
+
+- last-middle depth: middle-layer p divided by (last_middle - first_middle), reaching 1
+  (`depth_span="last_middle"`);
+- no norm eps: min-max normalisation without the released code's 1e-6 (`norm_eps=0`);
+- first-folded summary: the summary at the smallest folded position, the earlier summary folded
+  in again, gaps where a layer's newest tokens went (`summary_mode="first_folded"`);
+- chat pseudo-queries: pseudo-queries rendered like a question through the chat template
+  (`pseudo_query_style="chat"`, an engine setting);
+- all four earlier: the defaults before issue 17.
 
 Accuracy per category with its binomial standard error; writes ablations.md / .csv / .png
 to --out. Differences smaller than about two standard errors are noise at this size.
@@ -38,6 +50,12 @@ VARIANTS: tuple[tuple[str, Pairs, Pairs], ...] = (  # (name, hermes policy param
     ("single query", (("query_mode", "single"),), ()),
     ("one tier", (("tier_mode", "uniform"),), ()),
     ("eager re-index", (), (("reindex", "eager"),)),
+    ("last-middle depth", (("depth_span", "last_middle"),), ()),
+    ("no norm eps", (("norm_eps", 0.0),), ()),
+    ("first-folded summary", (("summary_mode", "first_folded"),), ()),
+    ("chat pseudo-queries", (), (("pseudo_query_style", "chat"),)),
+    ("all four earlier", (("depth_span", "last_middle"), ("norm_eps", 0.0), ("summary_mode", "first_folded")),
+     (("pseudo_query_style", "chat"),)),
 )
 
 
@@ -69,7 +87,8 @@ def write(runs: list[Run], args: argparse.Namespace, n_streams: int) -> None:
     lines = ["# HERMES ablations on held-out ShapeStream", "",
              f"`python -m analysis.ablations{' --quick' if args.quick else ''}` with `{args.model}`, "
              f"{common.today()}: {n_streams} held-out streams (the accuracy study's), policy `hermes`, "
-             "one switch changed per row. Accuracy ± one binomial standard error.", "",
+             "one switch changed per row (the last: all four earlier behaviours at once); the default follows the "
+             "released HERMES code. Accuracy ± one binomial standard error.", "",
              *common.table(["budget", "variant", "all", *CATEGORIES, "vs default"], rows)]
     common.write_markdown(f"{stem}.md", lines, echo=True)
     plot(runs, Path(f"{stem}.png"))
@@ -79,7 +98,7 @@ def plot(runs: list[Run], path: Path) -> None:
     plt = common.pyplot()
     fractions = sorted({r.fraction for r in runs})
     names = [name for name, *_ in VARIANTS if any(r.policy == name for r in runs)]
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.4 * len(names)))
     width = 0.8 / len(fractions)
     for k, fraction in enumerate(fractions):
         acc, err = [], []

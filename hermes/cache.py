@@ -37,6 +37,17 @@ written is staged first:
         ...
     with cache.scratch():                                      # questions: removed again on exit
         ...
+    with cache.transaction():                                  # a chunk: undone if anything raises
+        ...
+
+``transaction()`` copies nothing up front. Each layer sets its buffers and metadata aside
+(references only: metadata tensors are never written in place, they are replaced), and while
+they are set aside an operation that would overwrite their tokens in place (``keep``,
+``set_positions``, an append over a truncated end) writes a new buffer instead: one
+allocation, for the copy the operation makes anyway. On an exception every layer takes its
+set-aside buffers and metadata back, and the next position is restored; otherwise they are
+dropped. The cost is memory, not time: until the transaction ends, a layer that was cut or
+re-indexed holds its old buffers as well as its new ones.
 
 Batch size is 1: the batch and beam operations of transformers' ``Cache`` raise.
 """
@@ -60,6 +71,8 @@ HEADROOM = 256  # spare slots kept after each layer's tokens (question + answer 
 RotateFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (keys, delta positions) -> keys
 META_FIELDS = ("positions", "frames", "kinds", "acc", "origins")  # per-token metadata every layer keeps in step
 META_BYTES = 8 + 8 + 1 + 4 + 8  # bytes per token of those fields (long, long, int8, float32, long)
+BUFFERS = ("_k", "_v", "_r")  # keys, values, reference keys: written in place, so a checkpoint guards them
+CHECKPOINT_FIELDS = (*BUFFERS, "is_initialized", *META_FIELDS)  # what a layer sets aside (see checkpoint)
 
 
 def keeps_reference(dtype: torch.dtype) -> bool:
@@ -99,6 +112,7 @@ class HermesLayer(DynamicLayer):
     def __init__(self, rotate: RotateFn) -> None:
         super().__init__()
         self.rotate = rotate
+        self._saved: dict[str, object] | None = None  # what checkpoint() set aside
         self._clear()
 
     def _clear(self) -> None:
@@ -150,12 +164,12 @@ class HermesLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         n = len(self)
         self._reserve(n + m)
-        self._k[..., n:n + m, :] = key_states
-        self._v[..., n:n + m, :] = value_states
+        self._own("_k", n)[..., n:n + m, :] = key_states
+        self._own("_v", n)[..., n:n + m, :] = value_states
         keys, values = self._k[..., : n + m, :], self._v[..., : n + m, :]
         if self.write:  # otherwise the new slots stay beyond the length: the cache is unchanged
             if self._r is not None:
-                self._r[..., n:n + m, :] = key_states
+                self._own("_r", n)[..., n:n + m, :] = key_states
             for name in META_FIELDS:
                 setattr(self, name, torch.cat([getattr(self, name), getattr(meta, name)]))
         return keys, values
@@ -228,6 +242,36 @@ class HermesLayer(DynamicLayer):
         """fp32 keys of the tokens at `index`, rotated from their references to `positions`."""
         return self.rotate(self.references[..., index, :].float(), positions - self.origins[index])
 
+    # ---- checkpoints ----------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Set the layer's content aside until ``restore()`` or ``release()``: references only,
+        nothing is copied (see the module docstring and ``HermesCache.transaction``)."""
+        if self._saved is not None:
+            raise RuntimeError("HermesLayer: a checkpoint is already open (transactions do not nest)")
+        self._saved = {name: getattr(self, name) for name in CHECKPOINT_FIELDS}
+
+    def restore(self) -> None:
+        """Back to the content set aside by ``checkpoint()``: buffers, metadata, length."""
+        for name, value in self._saved.items():
+            setattr(self, name, value)
+        self._saved = None
+
+    def release(self) -> None:
+        """Drop what ``checkpoint()`` set aside: the layer keeps its present content."""
+        self._saved = None
+
+    def _own(self, name: str, keep: int) -> torch.Tensor:
+        """Buffer `name`, ready to be written in place from slot `keep` on. Where a checkpoint
+        holds this buffer and the write would reach its tokens, the layer gets a new buffer of
+        the same size first, holding a copy of the first `keep` slots only."""
+        buffer, saved = getattr(self, name), self._saved
+        if saved is None or buffer is not saved[name] or keep >= len(saved["positions"]):
+            return buffer
+        new = torch.empty_like(buffer)
+        new[..., :keep, :] = buffer[..., :keep, :]
+        setattr(self, name, new)
+        return new
+
     # ---- editing ------------------------------------------------------------------------
     def _reserve(self, needed: int) -> None:
         """Make room for `needed` tokens, with headroom so questions fit without copying."""
@@ -235,7 +279,7 @@ class HermesLayer(DynamicLayer):
             return
         n = len(self)
         capacity = needed + max(needed // 4, HEADROOM)
-        for name in ("_k", "_v", "_r"):
+        for name in BUFFERS:
             old = getattr(self, name)
             if old is None:
                 continue
@@ -263,12 +307,17 @@ class HermesLayer(DynamicLayer):
 
     def keep(self, index: torch.Tensor) -> None:
         """Keep only the tokens at `index` (sorted to cache order), compacted in place at the
-        front of the buffers (no new buffer: steady-state eviction allocates nothing big)."""
+        front of the buffers (no new buffer: steady-state eviction allocates nothing big; inside
+        a transaction, one new buffer per layer and transaction)."""
         index = torch.sort(index.long()).values
         m, device_index = len(index), index.to(self.device)
-        for buffer in (self._k, self._v, self._r):
-            if buffer is not None:
+        for name in BUFFERS:
+            if (buffer := getattr(self, name)) is None:
+                continue
+            if (target := self._own(name, 0)) is buffer:
                 buffer[..., :m, :] = buffer[..., device_index, :]  # indexing copies first, so overlap is safe
+            else:  # a checkpoint holds the buffer: gather straight into the new one
+                torch.index_select(buffer, -2, device_index, out=target[..., :m, :])
         for name, value in self.meta(index).items():
             setattr(self, name, value)
 
@@ -313,7 +362,8 @@ class HermesLayer(DynamicLayer):
         (in fp32) and cast once. In fp32 that is a rotation of the keys by (new - old)."""
         positions = positions.long()
         if bool((positions != self.positions).any()):
-            self._k[..., : len(self), :] = self._rotated_references(slice(None), positions).to(self.dtype)
+            keys = self._rotated_references(slice(None), positions).to(self.dtype)
+            self._own("_k", 0)[..., : len(self), :] = keys
         self.positions = positions
         if self._r is None:  # the keys are their own reference
             self.origins = positions
@@ -366,15 +416,23 @@ class HermesCache(Cache):
         """Whether n more tokens (and one question token) fit within the model's positions."""
         return self._next_position + n + 1 <= max_positions
 
+    def fits(self, n: int, max_positions: int) -> bool:
+        """Whether n more tokens (and one question token) fit, re-indexing first if need be."""
+        return self.prefix_length + max(self.evictable_lengths(), default=0) + n + 1 <= max_positions
+
+    def room_message(self, n: int, max_positions: int) -> str:
+        """Why n more tokens do not fit (when ``fits`` is False)."""
+        return (f"the cache holds {max(self.evictable_lengths(), default=0)} evictable tokens and cannot take {n} "
+                f"more within the model's {max_positions} positions; use a policy that evicts, with a budget")
+
     def make_room(self, n: int, max_positions: int) -> None:
-        """Re-index if n tokens would run past the model's positions; refuse (before touching
-        anything) when even that is not enough."""
-        if not self.room_for(n, max_positions):
-            self.compact_all()
-        if not self.room_for(n, max_positions):
-            raise HermesError(
-                f"the cache holds {max(self.evictable_lengths())} evictable tokens and cannot take {n} more within "
-                f"the model's {max_positions} positions; use a policy that evicts, with a budget")
+        """Re-index if n tokens would run past the model's positions; refuse, before touching
+        anything, when even that is not enough."""
+        if self.room_for(n, max_positions):
+            return
+        if not self.fits(n, max_positions):
+            raise HermesError(self.room_message(n, max_positions))
+        self.compact_all()
 
     def reindex(self, eager: bool, limit: int) -> None:
         """Compact every layer when `eager`, or once the next position is past `limit` (lazy)."""
@@ -417,6 +475,25 @@ class HermesCache(Cache):
         for layer, n in zip(self.layers, mark.lengths, strict=True):
             layer.truncate(n)
         self._next_position = mark.next_position
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """If anything inside raises, every layer's tokens (keys, values, metadata) and the next
+        position are as they were on entry; copies nothing up front (see the module docstring).
+        Transactions do not nest."""
+        next_position = self._next_position
+        for layer in self.layers:
+            layer.checkpoint()
+        try:
+            yield
+        except BaseException:
+            for layer in self.layers:
+                layer.restore()
+            self._next_position = next_position
+            raise
+        finally:
+            for layer in self.layers:
+                layer.release()
 
     @contextlib.contextmanager
     def scratch(self) -> Iterator[None]:

@@ -48,7 +48,7 @@ class HermesConfig:
     max_new_tokens: int = 16
     repetition_penalty: float = 1.1
     pseudo_queries: dict[str, str] | None = field(default=None, hash=False)
-    pseudo_query_style: str = "chat"  # "released" is implemented; not the default yet (issue 17)
+    pseudo_query_style: str = "released"
     record_question_attention: bool = True
     telemetry_queries: tuple[str, ...] = ()
 

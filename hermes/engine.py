@@ -13,16 +13,27 @@ every layer in one forward (hermes.decode), run the pseudo-queries the policy re
 needed (hermes.cache), and report a ChunkEvent (hermes.telemetry). A question is prefilled
 on top of the cache, decoded greedily and removed again: asking never scores, evicts or
 re-encodes. ``peek`` / ``next_token_logits`` / ``attend`` look without writing.
+
+Failures change nothing. ``ingest`` / ``flush`` refuse frames the model's positions cannot
+take before adding them, and run their chunks in one ``HermesCache.transaction()`` with a copy
+of the stream state: whatever raises in any chunk (the policy, the decoder, a re-index), the
+call leaves the cache, positions, counters, timings and pending frames as they were before it,
+and the same frames can be sent again. An answer holds the engine only while it computes a
+token: between pieces the lock is free, other threads' calls wait for the answer to end, and
+the thread consuming it is refused any call that would write or look past its question. However
+the generator ends (exhausted, ``close()`` from any thread, dropped and collected, an exception),
+its question and answer leave the cache and the engine is free again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -39,6 +50,7 @@ from hermes.telemetry import ChunkEvent, QuestionEvent, Stopwatch
 
 __all__ = ["Answer", "Peek", "StreamEngine", "load_engine"]
 CHUNK_STAGES = ("encode", "prefill", "pseudo", "score", "evict", "telemetry")
+_DONE = object()  # the end of a token iterator
 
 
 @dataclass
@@ -55,9 +67,15 @@ class StreamState:
     last_answer: Answer | None = None
     last_exchange: tuple[str, str] | None = None  # conditions the next pseudo-queries
 
+    def copy(self) -> StreamState:
+        """A copy to go back to: the lists and timings copied, their items shared (never edited)."""
+        return replace(self, pending=list(self.pending), pending_times=list(self.pending_times),
+                       timings=defaultdict(float, self.timings), questions=list(self.questions))
+
 
 class StreamEngine:
-    """Streaming video QA over a per-layer KV cache. Thread-safe: calls are serialised."""
+    """Streaming video QA over a per-layer KV cache. Thread-safe: calls are serialised (an
+    answer streaming from ``ask_stream`` counts as one call, from its first piece to its end)."""
 
     def __init__(self, backbone: Backbone, policy: Policy, config: HermesConfig, *,
                  resume: tuple[HermesCache, StreamState] | None = None) -> None:
@@ -65,22 +83,40 @@ class StreamEngine:
         an empty stream."""
         self.backbone, self.policy, self.config = backbone, policy, config
         self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)  # notified when a streaming answer ends
+        self._answering: int | None = None  # thread consuming a streaming answer (its question is in the cache)
         if resume is None:
             self.reset()
         else:
             self._cache, self._state = resume
 
+    @contextlib.contextmanager
+    def _turn(self, call: str | None) -> Iterator[None]:
+        """Hold the engine for one call. While an answer streams, other threads wait for its end;
+        the thread consuming it is refused `call` (a read, None, goes through: it sees the
+        stream, the answer's tokens aside)."""
+        with self._idle:
+            while self._answering is not None:
+                if self._answering != threading.get_ident():
+                    self._idle.wait()
+                elif call is None:
+                    break
+                else:
+                    raise HermesError(f"{call}() was called while an answer is still streaming on this thread: "
+                                      "read the ask_stream generator to its end, or close() it, first")
+            yield
+
     def reset(self) -> None:
         """Forget the stream: empty cache with only the prefix, counters at zero."""
-        with self._lock:
-            self._cache = HermesCache(self.backbone.n_layers, self.backbone.rotate_keys)
-            self._state = StreamState()
-            run_text(self.backbone, self._cache, self.backbone.prefix_ids(), write=True, kind=PREFIX)
+        with self._turn("reset"):
+            cache = HermesCache(self.backbone.n_layers, self.backbone.rotate_keys)
+            run_text(self.backbone, cache, self.backbone.prefix_ids(), write=True, kind=PREFIX)
+            self._cache, self._state = cache, StreamState()
 
     def fork(self, indices: list[torch.Tensor] | None = None) -> StreamEngine:
         """A new engine on the same backbone, policy and config, holding a copy of this one's
         cache (or, per layer l, only the tokens at ``indices[l]``) and its stream counters."""
-        with self._lock:
+        with self._turn("fork"):
             resume = (self._cache.gather(indices), copy.deepcopy(self._state))
             return StreamEngine(self.backbone, self.policy, self.config, resume=resume)
 
@@ -102,24 +138,55 @@ class StreamEngine:
         """Add frames (uint8 (T, H, W, 3) or one (H, W, 3)); process every complete chunk.
 
         timestamps: seconds, increasing; default one frame per 1 / fps after the last. The remainder of a
-        partial chunk waits for the next call or ``flush()``."""
+        partial chunk waits for the next call or ``flush()``. On any error nothing changes (see the
+        module docstring): frames the model's positions cannot take are refused before they are added."""
         frames = check_frames(frames)
-        with self._lock:
-            state = self._state
-            times = check_times(timestamps, len(frames), state.last_time, self.config.fps)
+        with self._turn("ingest"):
+            times = check_times(timestamps, len(frames), self._state.last_time, self.config.fps)
+            self._check_room(len(frames))
             pixels = self.backbone.preprocess(frames)  # (T, 3, S, S)
-            state.pending.extend(pixels.unbind(0))
-            state.pending_times.extend(times)
-            state.last_time = times[-1] if times else state.last_time
-            events = []
-            while len(state.pending) >= self.config.chunk_frames:
-                events.append(self._step(self.config.chunk_frames))
+            with self._atomic():
+                state = self._state
+                state.pending.extend(pixels.unbind(0))
+                state.pending_times.extend(times)
+                state.last_time = times[-1] if times else state.last_time
+                events = []
+                while len(state.pending) >= self.config.chunk_frames:
+                    events.append(self._step(self.config.chunk_frames))
             return events
 
     def flush(self) -> list[ChunkEvent]:
-        """Process the frames of a partial chunk, if any."""
-        with self._lock:
-            return [self._step(len(self._state.pending))] if self._state.pending else []
+        """Process the frames of a partial chunk, if any; on an error nothing changes."""
+        with self._turn("flush"):
+            if not self._state.pending:
+                return []
+            with self._atomic():
+                return [self._step(len(self._state.pending))]
+
+    def _check_room(self, n_frames: int) -> None:
+        """Refuse `n_frames` new frames, before anything is added, when the model's positions
+        cannot take them: with a policy that keeps every token, every chunk they complete and the
+        partial one a ``flush()`` would process; with one that evicts, the next chunk."""
+        chunk = self.config.chunk_frames
+        whole, rest = divmod(len(self._state.pending) + n_frames, chunk)
+        sizes = [chunk] * whole + ([rest] if rest else [])
+        if self.policy.evicts and self.config.budget is not None:
+            sizes = sizes[:1]  # later chunks follow an eviction: _step checks each one (make_room)
+        tokens = sum(self.backbone.chunk_tokens(n) for n in sizes)
+        if not self._cache.fits(tokens, self.backbone.max_positions):
+            raise HermesError(f"{n_frames} new frames refused, nothing was added: "
+                              f"{self._cache.room_message(tokens, self.backbone.max_positions)}, or reset the stream")
+
+    @contextlib.contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """Whatever raises inside leaves the cache and the stream state as they were on entry."""
+        saved = self._state.copy()
+        try:
+            with self._cache.transaction():
+                yield
+        except BaseException:
+            self._state = saved
+            raise
 
     def _step(self, n_frames: int) -> ChunkEvent:
         """One chunk: encode, append, pseudo-queries, evict, re-index, report."""
@@ -172,39 +239,69 @@ class StreamEngine:
 
     def ask_stream(self, question: str, max_new_tokens: int | None = None) -> Iterator[str]:
         """Yield the answer's text piece by piece; ``last_answer`` holds the result after.
-        The engine stays locked until the generator finishes: consume it from one thread."""
+
+        From its first piece to its end the answer is the engine's one call: other threads'
+        calls wait for it, and on the thread reading it every call but a read (``stats``,
+        ``cache_lengths``) raises HermesError. Read it to the end or ``close()`` it, from any
+        thread; a generator dropped unfinished is closed when it is collected. However it ends,
+        the question and answer leave the cache."""
         question = check_question(question)
         max_new = check_max_new(max_new_tokens, self.config.max_new_tokens)
-        with self._lock:
-            start, ttft = time.perf_counter(), 0.0
-            ids, lead = self.backbone.question_ids(question), self.backbone.question_lead()
-            detok = Detokenizer(self.backbone.tokenizer)
-            with self._cache.scratch():  # the question (after its lead) and the answer vanish after
-                penalty = self.config.repetition_penalty
-                for token in greedy(self.backbone, self._cache, ids, max_new, penalty, lead=lead):
-                    if not detok.tokens and not ttft:
-                        ttft = time.perf_counter() - start
-                    if token is None:
-                        break
-                    if piece := detok.add(token):
-                        yield piece
-            total, text = time.perf_counter() - start, detok.text
-            state = self._state
-            state.last_answer = Answer(text=text, tokens=detok.tokens, ttft_s=ttft, total_s=total)
-            state.last_exchange = (question, text)
-            frame_ids = telemetry.frames_present(self._cache)
-            where = None  # where the question looked, measured after the answer so TTFT stays clean
-            if self.config.record_question_attention:
-                where = telemetry.pool_layers(self._cache, queries.text_attention(self.backbone, self._cache, ids,
-                                                                                  lead), frame_ids)
-            state.questions.append(QuestionEvent(question, text, ttft, total, len(detok.tokens), state.frames_seen,
-                                                 frame_ids, where))
+        with self._turn("ask"):
+            mark, self._answering = self._cache.mark(), threading.get_ident()
+        try:
+            with self._lock:
+                start, ttft = time.perf_counter(), 0.0
+                ids, lead = self.backbone.question_ids(question), self.backbone.question_lead()
+                detok = Detokenizer(self.backbone.tokenizer)
+                tokens = greedy(self.backbone, self._cache, ids, max_new, self.config.repetition_penalty, lead=lead)
+            for token in self._locked_steps(tokens):  # writes the question (after its lead) and the answer
+                if not detok.tokens and not ttft:
+                    ttft = time.perf_counter() - start
+                if token is None:
+                    break
+                if piece := detok.add(token):
+                    yield piece
+            with self._lock:
+                self._cache.rewind(mark)
+                self._record_answer(question, ids, lead, detok, start, ttft)
+        finally:
+            with self._idle:
+                self._cache.rewind(mark)
+                self._answering = None
+                self._idle.notify_all()
+
+    def _locked_steps(self, tokens: Iterator[int | None]) -> Iterator[int | None]:
+        """The items of `tokens`, each computed under the lock by the thread that asks for it
+        (the lock is free while the caller holds an item)."""
+        while True:
+            with self._lock:
+                self._answering = threading.get_ident()
+                token = next(tokens, _DONE)
+            if token is _DONE:
+                return
+            yield token
+
+    def _record_answer(self, question: str, ids: list[int], lead: torch.Tensor | None, detok: Detokenizer,
+                       start: float, ttft: float) -> None:
+        """``last_answer``, the exchange the next pseudo-queries read, and the QuestionEvent
+        (all three, or, if measuring where the question looked raises, none)."""
+        total, text, state = time.perf_counter() - start, detok.text, self._state
+        frame_ids = telemetry.frames_present(self._cache)
+        where = None  # where the question looked, measured after the answer so TTFT stays clean
+        if self.config.record_question_attention:
+            where = telemetry.pool_layers(self._cache, queries.text_attention(self.backbone, self._cache, ids, lead),
+                                          frame_ids)
+        state.last_answer = Answer(text=text, tokens=detok.tokens, ttft_s=ttft, total_s=total)
+        state.last_exchange = (question, text)
+        state.questions.append(QuestionEvent(question, text, ttft, total, len(detok.tokens), state.frames_seen,
+                                             frame_ids, where))
 
     # ---- looking without writing --------------------------------------------------------
     def peek(self, text_or_ids: str | list[int]) -> Peek:
         """Run a text after the stream without writing: a str is rendered like a question (chat
         template, after the backbone's question lead), a list of ids is used as it is."""
-        with self._lock:
+        with self._turn("peek"):
             question = isinstance(text_or_ids, str)
             ids = self.backbone.question_ids(check_question(text_or_ids)) if question else list(text_or_ids)
             lead = self.backbone.question_lead() if question else None
@@ -218,18 +315,18 @@ class StreamEngine:
     def attend(self, text: str) -> telemetry.CacheAttention:
         """Where `text`, asked now, would look: its attention over every cached token of every
         layer (mean over heads and its rows). Writes nothing and changes nothing."""
-        with self._lock:
+        with self._turn("attend"):
             ids, lead = self.backbone.question_ids(check_question(text)), self.backbone.question_lead()
             return telemetry.cache_attention(self._cache, queries.text_attention(self.backbone, self._cache, ids, lead))
 
     def cache_lengths(self) -> list[int]:
         """Evictable (video, newline, summary) tokens held by each layer."""
-        with self._lock:
+        with self._turn(None):
             return self._cache.evictable_lengths()
 
     def stats(self) -> dict:
         """Frames seen, cache size and positions, cumulative timings (seconds)."""
-        with self._lock:
+        with self._turn(None):
             state = self._state
             backbone = self.backbone
             return {"model": backbone.name, "device": str(backbone.device), "dtype": dtype_name(backbone.dtype),

@@ -50,16 +50,17 @@ def check_times(timestamps: Sequence[float] | np.ndarray | None, n: int, last_ti
 
 
 def check_question(question: str) -> str:
-    """A question the model can be asked, stripped."""
+    """A question the model can be asked, stripped (its length counted without the spaces around it)."""
     if not isinstance(question, str) or not question.strip():
         raise HermesError("the question is empty: type something to ask about the video")
+    question = question.strip()
     if len(question) > MAX_QUESTION_CHARS:
         raise HermesError(f"the question is too long ({len(question)} characters; at most {MAX_QUESTION_CHARS})")
     if any(unicodedata.category(c) == "Cs" for c in question):  # lone surrogates: bytes that were not UTF-8
         raise HermesError("the question is not valid text: it holds bytes that are not UTF-8")
     if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in question):
         raise HermesError("the question holds control characters: type plain text")
-    return question.strip()
+    return question
 
 
 def check_max_new(max_new_tokens: int | None, default: int) -> int:

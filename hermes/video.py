@@ -22,12 +22,25 @@ and asking for more than the native rate gives every frame once.
 
 Bad input raises ``VideoError`` with a message a person understands: missing file, empty
 file, a text or image file, truncated or corrupt data, no video stream, fps <= 0.
+
+Abandoning a stream is safe: a consumer may take one frame and drop (or ``close()``) the
+generator at any point; that closes the file and frees the decoder at once, and can never
+hang. Three things make it so. (1) No Python log callback: PyAV's callback takes the GIL on
+FFmpeg's own threads, and a decoder freed while Python holds the GIL then waits for ever on
+a thread that waits for the GIL. ``av.logging.set_level(None)`` installs PyAV's no-op C
+callback instead, which also keeps FFmpeg's console noise off the terminal (our messages
+replace it); decord's own FFmpeg copy is set quiet. (2) Slice threading: slice threads work
+only inside each decode call and are idle between calls, so freeing a decoder waits on
+nothing (frame threads keep frames in flight between calls). (3) Every reader opens its
+container in a ``with`` / ``try``-``finally`` inside the generator, and ``iter_frames``
+closes the reader it wraps, so ``close()`` frees both at once.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -42,12 +55,17 @@ try:  # decord2 provides the `decord` module
 except ImportError:  # pragma: no cover - exercised where decord2 is not installed
     decord = None
 
-av.logging.set_level(av.logging.PANIC)  # our messages replace FFmpeg's console noise
+# No Python log callback on FFmpeg's threads (see the module docstring): PyAV's silent C
+# callback, and decord's FFmpeg quiet. Our messages replace FFmpeg's console noise.
+av.logging.set_level(None)
+if decord is not None:
+    decord.logging.set_level(decord.logging.QUIET)
 
 BACKENDS = ("auto", "decord", "pyav")
 _EPS = 1e-3  # seconds; WebM/Matroska store times in whole milliseconds
 _DECORD_BATCH = 16
 MAX_SIZE = (1920, 1080)  # (long side, short side): frames up to 1080p come out at full resolution
+_THREADS = "SLICE"  # safe to abandon mid-stream; frame threads ("AUTO") are not (module docstring)
 _IMAGE_MAGIC = [
     (0, b"\x89PNG\r\n\x1a\n", "a PNG image"),
     (0, b"\xff\xd8\xff", "a JPEG image"),
@@ -217,7 +235,8 @@ def iter_frames(path: str | Path, fps: float, backend: str = "auto", max_size: t
     are scaled down once, to fit, while they are converted (PyAV / swscale; "auto" picks PyAV
     then, decord2 cannot scale reliably). Frames that fit come out at full resolution.
     Errors found while decoding are raised after the frames decoded before them, so a
-    consumer keeps what it already has."""
+    consumer keeps what it already has. Dropping or closing the generator early closes the
+    file and frees its decoder at once (safe at any point: see the module docstring)."""
     fps = _check_fps(fps)
     if backend not in BACKENDS:
         raise VideoError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -232,23 +251,25 @@ def iter_frames(path: str | Path, fps: float, backend: str = "auto", max_size: t
         if backend == "decord" and size:
             raise VideoError(f"the decord reader cannot scale {info.width}x{info.height} frames to fit "
                              f"{max_size[0]}x{max_size[1]}; use backend='pyav' or 'auto', or max_size=None")
-        if backend == "decord" or (backend == "auto" and decord is not None and size is None):
+        with_pyav = not (backend == "decord" or (backend == "auto" and decord is not None and size is None))
+        if not with_pyav:
             try:
-                for frame, t in _decord_frames(p, fps, decoded):
-                    last_t, count = t, count + 1
-                    yield frame, t
+                with closing(_decord_frames(p, fps, decoded)) as reader:
+                    for frame, t in reader:
+                        last_t, count = t, count + 1
+                        yield frame, t
             except Exception:
                 if backend == "decord":
                     raise
-                # decord2 fails on some files (AV1 builds, some frame sizes): PyAV goes on from here
-                decoded.clear()
-                for frame, t in _pyav_frames(p, fps, decoded, size, after=last_t):
+                # decord2 fails on some files (AV1 builds, some frame sizes): PyAV goes on from here,
+                # once out of this handler (decord's traceback, and the reader it holds, are gone)
+                with_pyav = True
+        if with_pyav:
+            decoded.clear()
+            with closing(_pyav_frames(p, fps, decoded, size, after=last_t)) as reader:
+                for frame, t in reader:
                     last_t, count = t, count + 1
                     yield frame, t
-        else:
-            for frame, t in _pyav_frames(p, fps, decoded, size):
-                last_t, count = t, count + 1
-                yield frame, t
     except Exception as err:  # any decoder failure means bad data
         at = f"after {last_t:.2f} s" if last_t is not None else "before the first frame"
         raise VideoError(f"{p.name} is truncated or corrupt: decoding failed {at} ({_reason(err)})") from err
@@ -280,19 +301,24 @@ def read_video(path: str | Path, fps: float, backend: str = "auto", max_size: tu
 
 
 def _decord_frames(p: Path, fps: float, decoded: list[float]) -> Iterator[tuple[np.ndarray, float]]:
-    """Frame-exact batch access: pick the sampled indices from the frame index, fetch in batches."""
+    """Frame-exact batch access: pick the sampled indices from the frame index, fetch in batches.
+    The reader is freed when the generator ends, fails or is closed (its only reference is
+    dropped in `finally`, so a traceback that keeps this frame alive does not keep the file)."""
     vr = decord.VideoReader(str(p), ctx=decord.cpu(0))
-    times = np.maximum(vr.get_frame_timestamp(list(range(len(vr))))[:, 0], 0.0) if len(vr) else np.zeros(0)
-    sampler = _Sampler(fps)
-    wanted = [i for i, t in enumerate(times) if sampler.take(float(t))]
-    for start in range(0, len(wanted), _DECORD_BATCH):
-        batch = wanted[start:start + _DECORD_BATCH]
-        arrays = vr.get_batch(batch).asnumpy()  # (b, H, W, 3) uint8
-        decoded[:] = [float(times[batch[-1]])]
-        for i, frame in zip(batch, arrays, strict=True):
-            yield frame, float(times[i])
-    if len(times):
-        decoded[:] = [float(times[-1])]
+    try:
+        times = np.maximum(vr.get_frame_timestamp(list(range(len(vr))))[:, 0], 0.0) if len(vr) else np.zeros(0)
+        sampler = _Sampler(fps)
+        wanted = [i for i, t in enumerate(times) if sampler.take(float(t))]
+        for start in range(0, len(wanted), _DECORD_BATCH):
+            batch = wanted[start:start + _DECORD_BATCH]
+            arrays = vr.get_batch(batch).asnumpy()  # (b, H, W, 3) uint8
+            decoded[:] = [float(times[batch[-1]])]
+            for i, frame in zip(batch, arrays, strict=True):
+                yield frame, float(times[i])
+        if len(times):
+            decoded[:] = [float(times[-1])]
+    finally:
+        del vr
 
 
 def _pyav_frames(p: Path, fps: float, decoded: list[float], size: tuple[int, int] | None = None,
@@ -303,35 +329,59 @@ def _pyav_frames(p: Path, fps: float, decoded: list[float], size: tuple[int, int
     if after is not None:
         sampler.take(after)
     scale = {"width": size[0], "height": size[1]} if size else {}
-    with av.open(str(p)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            t = max(float(frame.time or 0.0), 0.0)
-            decoded[:] = [t]
-            if (after is None or t > after + _EPS) and sampler.take(t):
-                yield frame.to_ndarray(format="rgb24", **scale), t
+    stream = None
+    with av.open(str(p)) as container:  # closed when the generator ends, fails or is closed
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = _THREADS
+            for frame in container.decode(stream):
+                t = max(float(frame.time or 0.0), 0.0)
+                decoded[:] = [t]
+                if (after is None or t > after + _EPS) and sampler.take(t):
+                    yield frame.to_ndarray(format="rgb24", **scale), t
+        finally:
+            stream = None  # the decoder is freed now, also when a traceback keeps this frame alive
 
 
 CODECS = {".mp4": "libx264", ".webm": "libvpx-vp9", ".mkv": "libsvtav1"}
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str | None = None) -> Path:
+def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str | None = None,
+                times: Sequence[float] | None = None) -> Path:
     """Write uint8 (T, H, W, 3) RGB frames (even H and W) as a browser-playable file.
 
-    codec defaults by extension: .mp4 H.264 (yuv420p, faststart), .webm VP9, .mkv AV1."""
+    codec defaults by extension: .mp4 H.264 (yuv420p, faststart), .webm VP9, .mkv AV1.
+    times: each frame's time in seconds, for a variable frame rate (as phones and screen
+    recorders write); stored in milliseconds, so at least 1 ms apart. Default: i / fps."""
     p = Path(path)
     codec = codec or CODECS.get(p.suffix.lower(), "libx264")
     options = {"movflags": "+faststart"} if p.suffix.lower() in (".mp4", ".mov") else {}
     _, height, width, _ = frames.shape
     if height % 2 or width % 2:
         raise VideoError(f"width and height must be even to write yuv420p video, got {width}x{height}")
+    pts = _millisecond_pts(times, len(frames)) if times is not None else None
     with av.open(str(p), "w", options=options) as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+        if pts is not None:
+            stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for i, frame in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            if pts is not None:
+                picture.pts, picture.time_base = pts[i], Fraction(1, 1000)
+            for packet in stream.encode(picture):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return p
+
+
+def _millisecond_pts(times: Sequence[float], n: int) -> list[int]:
+    try:
+        ms = np.round(np.asarray(times, dtype=np.float64) * 1000)
+    except (TypeError, ValueError):
+        ms = np.full(1, np.nan)
+    if ms.shape != (n,) or not np.isfinite(ms).all() or ms[0] < 0 or (np.diff(ms) < 1).any():
+        raise VideoError(f"times must give each of the {n} frames a time in seconds, from 0 up, "
+                         f"increasing by at least 1 ms")
+    return [int(v) for v in ms]

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from hermes import eviction
 from hermes.cache import PREFIX, SUMMARY, VIDEO, HermesCache
+from hermes.config import HermesConfig
 from hermes.errors import HermesError
 from hermes.policies import LayerContext, Needs, available, get
 from hermes.policies.base import keep_set, smooth_across_layers
@@ -28,8 +29,14 @@ RELEASED = {"depth_span": "first_deep", "norm_eps": 1e-6, "summary_mode": "relea
 
 
 def released_hermes(**params):
-    """The hermes policy with the released code's choices (not yet the defaults: see Hermes)."""
+    """The hermes policy with the released code's choices, spelt out so these tests keep checking
+    the released formulas whatever the defaults are."""
     return get("hermes", **{**RELEASED, **params})
+
+
+def test_hermes_defaults_are_the_released_codes():
+    assert get("hermes") == released_hermes()
+    assert HermesConfig().pseudo_query_style == "released"
 
 def ctx(layer: int = 0, n_layers: int = 12, budget: int = 5, **kw) -> LayerContext:
     defaults = dict(positions=np.arange(100, 100 + N), frames=np.arange(N), kinds=np.full(N, VIDEO, np.int8),

@@ -97,15 +97,12 @@ class Hermes(Policy):
     alpha_drop: float = 0.9
     w0: float = 0.75
     gamma: float = 0.6
-    # The released code's choices ("first_deep", 1e-6, "released") are implemented and tested but
-    # not yet the defaults: with them hermes-tiny lost ~5 points at 12.5% in a first accuracy run,
-    # and the committed studies describe these defaults (see issue 17's note).
-    depth_span: str = "last_middle"
-    norm_eps: float = 0.0
+    depth_span: str = "first_deep"
+    norm_eps: float = 1e-6
     lams: tuple[float, float, float] = (0.1, 0.3, 0.4)
     smoothing: bool = True
     summary: bool = True
-    summary_mode: str = "first_folded"
+    summary_mode: str = "released"
     query_mode: str = "tiered"
     tier_mode: str = "hierarchical"
 
