@@ -1,6 +1,6 @@
 """Ablations: which parts of HERMES matter, measured on held-out ShapeStream with hermes-tiny.
 
-    python -m analysis.ablations                 # 24 streams, 2 budgets, ~10 min on 2 cores
+    python -m analysis.ablations                 # 24 streams, 2 budgets, ~15 min on 2 cores
     python -m analysis.ablations --quick         # 3 streams, one budget, for tests and CI
     torchrun --nproc_per_node 2 -m analysis.ablations
 

@@ -1,6 +1,6 @@
 """Accuracy vs memory budget, per policy and question category, on held-out ShapeStream.
 
-    python -m analysis.accuracy                         # hermes-tiny, every policy, ~5 min
+    python -m analysis.accuracy                         # hermes-tiny, every policy, ~18 min on 2 cores
     python -m analysis.accuracy --streams 4 --quick     # smoke run
     python -m analysis.accuracy --benchmark bench.json --model DIR_OR_HUB_ID
     torchrun --nproc_per_node 2 -m analysis.accuracy    # streams shared out over 2 processes
