@@ -11,7 +11,9 @@ most `limit` per call (one tick's bounded work), and holds back the first frame 
 not due yet. Frames come at full resolution (up to 1080p: 6 MB each), so a consumer takes
 them a few at a time (`batches`) and lets each batch go before the next is decoded: what
 is held is one batch and the frame held back. When the file ends or breaks mid-stream,
-`ended` is set (and `notice` says why it broke); what was read stays read. The webcam:
+`ended` is set (and `notice` says why it broke); what was read stays read. The playhead
+comes from the browser or the API: it must be a finite number of seconds >= 0
+(`check_playhead`; NaN or infinity would fast-forward the whole file). The webcam:
 frames are timed by the wall clock from the first one and sampled at `fps`. No engine and
 no gradio here.
 """
@@ -23,7 +25,18 @@ from collections.abc import Iterator
 import numpy as np
 
 from app.sources import Frames
-from hermes.errors import VideoError
+from hermes.errors import VideoError, check_number
+
+MAX_PLAYHEAD_S = 1e6  # far beyond any accepted video (Settings.max_video_s); the player never reports more
+
+
+def check_playhead(playhead: object) -> float:
+    """The player's time in seconds (None: 0); anything but a finite number in [0, MAX_PLAYHEAD_S]
+    raises HermesError."""
+    if playhead is None:
+        return 0.0
+    check_number("the player's time (playhead, seconds)", playhead, 0.0, MAX_PLAYHEAD_S)
+    return float(playhead)
 
 
 class Playback:
@@ -44,7 +57,7 @@ class Playback:
 
     def due(self, playhead: float, limit: int) -> tuple[list[np.ndarray], list[float]]:
         """Up to `limit` frames with time <= playhead, in order, with their times."""
-        self.playhead = max(self.playhead, float(playhead or 0.0))
+        self.playhead = max(self.playhead, check_playhead(playhead))
         frames: list[np.ndarray] = []
         times: list[float] = []
         while self.frames is not None and len(frames) < limit:
@@ -75,9 +88,9 @@ class Playback:
             limit -= len(frames)
             yield frames, times
 
-    def stop(self) -> None:
-        """Read nothing more; the stream counts as ended."""
-        self._end()
+    def stop(self, notice: str = "") -> None:
+        """Read nothing more; the stream counts as ended (`notice`: why, for the status line)."""
+        self._end(notice)
 
     def behind(self, ingested_s: float) -> float:
         """Seconds the player is ahead of the newest ingested frame, beyond one sampling step

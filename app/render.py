@@ -44,9 +44,8 @@ READ_ME = {
                  "Colour is how much attention the query put on that moment's tokens (log scale: each "
                  "colour step is 10x). A blank cell is a frame that layer no longer held when the query "
                  "looked (evicted), not low attention. The title says which query is drawn (a pseudo-query "
-                 "after the latest chunk, or the last question) and the line under it when it looked. The "
-                 "HERMES paper reports shallow layers looking at the newest frames and deep layers at a few "
-                 "anchors; the Study tab measures whether the loaded model does.",
+                 "after the latest chunk, or the last question) and the line under it when it looked. What "
+                 "the loaded model's layers were measured to do, and the paper's finding, are written below.",
     "occupancy": "What each layer still remembers: a cell is how many tokens of that frame the layer keeps, "
                  "coloured by the layer's tier (a light shade: a few tokens; the tier's own colour, as in the "
                  "legend: the whole frame). Blank cells are evicted frames. The column at the left counts "
@@ -387,7 +386,9 @@ def study_figure(study: Study | None, title: str = "Question attention by distan
 def chat_messages(chat: Sequence[dict]) -> list[dict]:
     """Chat entries (question, time, answers per policy, TTFT, ground truth) -> gradio
     messages; the ground truth line carries one ✓ / ✗ per answer, in policy order, graded by
-    ShapeStream's one rule (``hermes.shapestream.grade``, as the accuracy study grades)."""
+    ShapeStream's one rule (``hermes.shapestream.grade``, as the accuracy study grades). An entry
+    without a ground truth says why (its truth_note: "not applicable now: ..."), and its notes
+    (e.g. words the model does not know) follow as warnings."""
     messages = []
     for entry in chat:
         messages.append({"role": "user", "content": f"[{entry['time']:.1f} s] {entry['question']}"})
@@ -398,6 +399,9 @@ def chat_messages(chat: Sequence[dict]) -> list[dict]:
         if entry["truth"] is not None:
             verdicts = ["✓" if grade(t, entry["truth"]) else "✗" for t in entry["answers"].values() if t]
             lines.append(f"ground truth: **{entry['truth']}** {' '.join(verdicts)}")
+        elif entry.get("truth_note"):
+            lines.append(f"ground truth: {entry['truth_note']}")
+        lines += [f"⚠️ {note}" for note in entry.get("notes", ())]
         messages.append({"role": "assistant", "content": "\n\n".join(lines)})
     return messages
 

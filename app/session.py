@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import hermes
-from app import render, sources
-from app.playback import Playback
+from app import model_card, render, sources
+from app.playback import Playback, check_playhead
 from app.settings import Controls, Settings
 from app.sources import Source
 from hermes.backbones import Backbone, load_backbone
@@ -114,8 +114,11 @@ class Session:
         self.touched = time.monotonic()
         self.source: Source | None = None
         self.controls = controls or Controls(model=settings.models[0])
-        self.chat: list[dict] = []  # {"question", "answers": {policy: text}, "truth", "time", "ttft_ms"}
-        self.uploads: list[Path] = []  # files received from the browser, deleted by close()
+        self.chat: list[dict] = []  # {"question", "time", "answers": {policy: text}, "ttft_ms", "truth", "truth_note",
+        #                             "notes"}: truth None with truth_note saying why; notes: warnings (unknown words)
+        self.studied: model_card.Measured | None = None  # the Study tab's last measurement (app.model_card.findings)
+        self.files = sources.SessionFiles()  # the folder this session owns: its uploads, deleted by close()
+        self.upload: Path | None = None  # the session's copy of the upload playing, if one is
         self.lanes = self._lanes(self.controls)
         self.times: list[float] = []  # time of every ingested frame, by stream index
         self.playback = Playback(None, self.controls.fps)
@@ -138,6 +141,9 @@ class Session:
                 self._start(self.source)
 
     def _start(self, source: Source) -> Source:
+        if self.upload is not None and source.path != self.upload:  # the upload playing is replaced
+            self.files.remove(self.upload)
+            self.upload = None
         for lane in self.lanes:
             lane.reset()
         self.source = source
@@ -154,12 +160,25 @@ class Session:
     def load_file(self, path: str | Path, name: str | None = None, uploaded: bool = False) -> Source:
         """A file to play, checked (app.sources.upload) before anything already ingested is
         dropped: a bad file raises VideoError and changes nothing. `uploaded`: the file is the
-        browser's upload (in gradio's temp dir), deleted when the session closes."""
-        source = sources.upload(path, self.settings, self.controls.fps, name=name)
+        browser's upload (in gradio's cache, where another session's identical upload shares
+        its path): the session plays its own copy, in its own folder, deleted when the next
+        source starts or the session closes; the file at `path` is never deleted."""
+        if not uploaded:
+            source = sources.upload(path, self.settings, self.controls.fps, name=name)
+            with self.lock:
+                return self._start(source)
         with self.lock:
-            if uploaded:
-                self.uploads.append(source.path)
-            return self._start(source)
+            mine = self.files.adopt(path)
+        try:
+            source = sources.upload(mine, self.settings, self.controls.fps, name=name or Path(path).name)
+        except BaseException:
+            with self.lock:
+                self.files.remove(mine)
+            raise
+        with self.lock:
+            self._start(source)
+            self.upload = mine
+            return source
 
     def start_webcam(self) -> Source:
         with self.lock:
@@ -171,14 +190,20 @@ class Session:
             self.playback.stop()
             return self.status()
 
+    def busy(self) -> bool:
+        """True while a request is working in the session (an ingest, an answer, a restart):
+        a session in use is not idle, however long ago its request began."""
+        if not self.lock.acquire(blocking=False):
+            return True
+        self.lock.release()
+        return False
+
     def close(self) -> None:
-        """Free the session: delete the files it uploaded (they live in gradio's temp dir)."""
+        """Free the session: delete its folder (its copies of uploads) and nothing else."""
         with self.lock:
             self.playback.stop()
-            for p in self.uploads:
-                if sources.deletable(p):
-                    p.unlink(missing_ok=True)
-            self.uploads.clear()
+            self.files.close()
+            self.upload = None
 
     # ---- ingest ---------------------------------------------------------------------------
     def _ingest(self, frames: list[np.ndarray], times: list[float]) -> None:
@@ -192,14 +217,22 @@ class Session:
         """Ingest every frame with time <= playhead (bounded work per call); returns status."""
         with self.lock:
             self.touched = time.monotonic()
+            playhead = check_playhead(playhead)  # a bad playhead is refused; the stream goes on
             was_reading = self.playback.reading
             limit = self.controls.chunk_frames * self.settings.max_chunks_per_tick
-            for frames, times in self.playback.batches(playhead, limit, self.settings.ingest_batch):
-                self._ingest(frames, times)  # a few full-resolution frames at a time
-            if was_reading and self.playback.ended:  # the file ended: its last partial chunk too
-                for lane in self.lanes:
-                    for event in lane.engine.flush():
-                        lane.record(event)
+            try:
+                for frames, times in self.playback.batches(playhead, limit, self.settings.ingest_batch):
+                    self._ingest(frames, times)  # a few full-resolution frames at a time
+                if was_reading and self.playback.ended:  # the file ended: its last partial chunk too
+                    for lane in self.lanes:
+                        for event in lane.engine.flush():
+                            lane.record(event)
+            except Exception as err:  # e.g. the model's positions are used up: retrying would fail on every
+                why = str(err) if isinstance(err, HermesError) else type(err).__name__  # tick, so read no more
+                self.playback.stop(notice=f"ingest stopped: {why}")
+                if isinstance(err, HermesError):
+                    raise HermesError(f"ingest stopped: {err}. What is in memory stays and can be asked about") from err
+                raise
             return self.status()
 
     def add_webcam_frame(self, frame: np.ndarray) -> dict:
@@ -221,22 +254,46 @@ class Session:
 
     def ground_truth(self, question: str) -> str | None:
         """The answer from a ShapeStream example's event log at the newest frame in memory."""
+        return self.truth(question).answer
+
+    def truth(self, question: str) -> model_card.Truth:
+        """The ground truth at the newest frame in memory, or why there is none (no event log, not
+        a ShapeStream question, not applicable now: see app.model_card.ground_truth)."""
         t = self.memory_time()
-        return None if self.source is None or t is None else self.source.ground_truth(question, t)
+        if self.source is None or t is None:
+            return model_card.Truth(None, "none yet: nothing is in memory")
+        return model_card.ground_truth(self.source.world, question, t)
+
+    def suggestions(self) -> list[str]:
+        """The example's suggested questions that apply at the newest frame in memory (each once;
+        none before the first chunk, none for a video without an event log)."""
+        source = self.source
+        return [] if source is None else model_card.valid_questions(
+            source.world, [q["question"] for q in source.suggestions], self.memory_time())
+
+    def unknown_words(self, question: str) -> list[str]:
+        """The words of `question` the loaded model's word-level vocabulary lacks ([] for a
+        sub-word tokenizer)."""
+        backbone = shared_backbone(self.controls.model, self.settings.models)
+        return model_card.out_of_vocabulary(question, backbone.tokenizer)
 
     def ask(self, question: str) -> Iterator[dict]:
         """Stream the answer(s): yields the growing chat entry after every decoded piece."""
-        if isinstance(question, str) and len(question.strip()) > self.settings.max_question_chars:
-            raise HermesError(f"the question is too long ({len(question.strip())} characters; at most "
-                              f"{self.settings.max_question_chars})")
+        if not isinstance(question, str):
+            raise HermesError(f"the question must be text, got {type(question).__name__}")
+        question, limit = question.strip(), self.settings.max_question_chars  # the app's limit, the one stated
+        if len(question) > limit:
+            raise HermesError(f"the question is too long ({len(question)} characters; at most {limit})")
         question = check_question(question)  # the engine's rules: not empty, valid UTF-8, no control characters
         with self.lock:
             self.touched = time.monotonic()
             if self.memory_time() is None:
                 raise HermesError("nothing is in memory yet: start a video or the webcam and wait for the "
                                   f"first chunk ({self.controls.chunk_frames} frames), then ask")
-            entry = {"question": question, "time": self.memory_time(),
-                     "truth": self.ground_truth(question), "answers": {}, "ttft_ms": {}}
+            truth, unknown = self.truth(question), self.unknown_words(question)
+            entry = {"question": question, "time": self.memory_time(), "truth": truth.answer,
+                     "truth_note": truth.note, "answers": {}, "ttft_ms": {},
+                     "notes": [model_card.unknown_words_note(self.controls.model, unknown)] if unknown else []}
             self.chat.append(entry)
             for lane in self.lanes:
                 entry["answers"][lane.policy] = ""
@@ -281,7 +338,9 @@ class Session:
                               f"and the study needs more than the budget ({budget}) before a question; play further "
                               "or choose a smaller budget")
         tiers = hermes_tiers(backbone.n_layers, shallow_ratio=controls.shallow_ratio, deep_ratio=controls.deep_ratio)
-        return summarise(profiles, summaries, distance_edges(budget, bins), backbone.tokens_per_frame, tiers)
+        study = summarise(profiles, summaries, distance_edges(budget, bins), backbone.tokens_per_frame, tiers)
+        self.studied = model_card.measured(study, controls.model, f"the Study tab on {source.name} up to {seen:.1f} s")
+        return study
 
     # ---- views ----------------------------------------------------------------------------
     def budget_text(self, controls: Controls | None = None) -> str:

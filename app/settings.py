@@ -8,7 +8,10 @@ UI's help) and the user's `Controls` (the engine settings panel).
 
 Environment variables override the defaults, so a Space can tune them without code:
 HERMES_MODEL (a model for the allowlist, e.g. llava-hf/llava-onevision-qwen2-0.5b-ov-hf),
-HERMES_MAX_SESSIONS, HERMES_IDLE_TIMEOUT_S, HERMES_MAX_UPLOAD_MB, HERMES_MAX_VIDEO_S.
+HERMES_MAX_SESSIONS, HERMES_MAX_SESSIONS_PER_CLIENT, HERMES_IDLE_TIMEOUT_S, HERMES_MAX_UPLOAD_MB,
+HERMES_MAX_VIDEO_S, and HERMES_PROXY_HOPS (how many proxies in front of the app append to
+X-Forwarded-For and are trusted: 1 on a Hugging Face Space, where SPACE_ID is set, else 0).
+Numbers from the panel or the API pass `panel_number` (finite, whole where a count is meant).
 
 The controls' defaults are the engine's (`HermesConfig`) and the hermes policy's (its
 dataclass), read from there; the app departs from them in two places only (APP_BUDGET_FRAMES,
@@ -19,6 +22,8 @@ which is that many seconds at the sampling rate.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -27,7 +32,7 @@ from typing import Any
 from hermes import policies
 from hermes.backbones import BUNDLED_MODELS
 from hermes.config import HermesConfig
-from hermes.errors import check_number
+from hermes.errors import HermesError, check_number
 from hermes.video import MAX_SIZE
 
 DEFAULT_MODEL = "hermes-tiny"
@@ -51,6 +56,19 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+def panel_number(name: str, value: object, whole: bool = False) -> int | float:
+    """A number from the panel or the API: finite (never NaN or infinity), and a whole number
+    when `whole`; raises HermesError naming `name` otherwise. Ranges are checked where the
+    number is used (Controls, the engine's config, the study)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise HermesError(f"{name} must be a finite number, got {value!r}")
+    if whole:
+        if value != int(value):
+            raise HermesError(f"{name} must be a whole number, got {value!r}")
+        return int(value)
+    return float(value)
+
+
 def _models() -> list[str]:
     """The allowlist the UI offers: the bundled model (random-tiny if it is missing), plus
     HERMES_MODEL when it names a known hub model or an existing local directory."""
@@ -68,9 +86,15 @@ def _models() -> list[str]:
 class Settings:
     models: list[str] = field(default_factory=_models)
     max_sessions: int = field(default_factory=lambda: _env_int("HERMES_MAX_SESSIONS", 8))
+    # sessions one client (network address) may hold; 0: a quarter of max_sessions, at least 1
+    max_sessions_per_client: int = field(default_factory=lambda: _env_int("HERMES_MAX_SESSIONS_PER_CLIENT", 0))
+    # proxies in front of the app trusted to append the client's address to X-Forwarded-For
+    proxy_hops: int = field(default_factory=lambda: _env_int("HERMES_PROXY_HOPS", 1 if os.environ.get("SPACE_ID")
+                                                             else 0))
     idle_timeout_s: int = field(default_factory=lambda: _env_int("HERMES_IDLE_TIMEOUT_S", 900))
     max_upload_mb: int = field(default_factory=lambda: _env_int("HERMES_MAX_UPLOAD_MB", 200))
     max_video_s: int = field(default_factory=lambda: _env_int("HERMES_MAX_VIDEO_S", 3600))
+    upload_claim_s: int = 600  # an upload is registered by the first session within this long of arriving
     max_side_px: int = 4096  # uploads with a larger frame side are refused
     decode_max_size: tuple[int, int] = MAX_SIZE  # (long, short) side: larger frames are scaled down to fit, once
     study_max_size: tuple[int, int] = (512, 512)  # the study holds the whole stream in memory at once
@@ -81,9 +105,20 @@ class Settings:
     tick_s: float = 0.5
     webcam_size: int = MAX_SIZE[0]  # webcam frames with a longer side are downscaled before ingest
 
+    @property
+    def idle_text(self) -> str:
+        """The idle timeout for a sentence: "15 min", or seconds when under a minute."""
+        t = self.idle_timeout_s
+        return f"{t // 60} min" if t >= 60 else f"{t} s"
+
+    @property
+    def client_cap(self) -> int:
+        """Sessions one client may hold at once."""
+        return self.max_sessions_per_client or max(1, self.max_sessions // 4)
+
     def help_text(self) -> str:
-        return (f"Limits: {self.max_sessions} sessions at once, idle sessions freed after "
-                f"{self.idle_timeout_s // 60} min, uploads up to {self.max_upload_mb} MB and "
+        return (f"Limits: {self.max_sessions} sessions at once ({self.client_cap} per visitor), idle sessions freed "
+                f"after {self.idle_text}, uploads up to {self.max_upload_mb} MB and "
                 f"{self.max_video_s // 60} min and {self.max_side_px} px a side (decoded at full resolution up to "
                 f"{self.decode_max_size[0]}x{self.decode_max_size[1]}, larger frames scaled down to fit), questions "
                 f"up to {self.max_question_chars} characters, "

@@ -7,18 +7,32 @@
     src = sources.webcam()
     for frame, t in src.frames(fps=2.0, max_size=(1920, 1080)): ...   # full resolution up to 1080p
     src.ground_truth("which shape appeared first ?", t=7.5)
-    sources.deletable(path)                        # True only for files in the temp dirs
     sources.downscale(frame, 1920)                  # webcam frames, nearest neighbour
+    files = SessionFiles(); mine = files.adopt(path); files.close()   # a session's own folder
+    UploadGate(window_s=600, received=uploaded).claim(path)   # may this file be registered as an upload?
+
+Uploads: the browser's file lands in gradio's upload cache, where identical bytes from two
+users share one path. A session plays its own copy (a hard link where the file system
+allows it, else a copy) in a folder it created (`SessionFiles`), and deletes only that
+folder; gradio's cache is left to gradio. `UploadGate` decides what /upload may register:
+a file that gradio's upload route received (the Blocks' upload_file_set), recently, not
+registered before, and not a bundled example.
 
 No gradio and no engine here: sources only decode, check and describe videos.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import os
+import re
+import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,8 +90,11 @@ def list_examples() -> dict[str, Path]:
 def example(name: str) -> Source:
     """A bundled example by name (never a path), with its world and questions when it has them."""
     examples = list_examples()
+    if not isinstance(name, str):
+        raise HermesError(f"the example must be named by one string; choose one of {', '.join(examples)} "
+                          f"(got {type(name).__name__})")
     if name not in examples:
-        raise HermesError(f"unknown example {name!r}; choose one of {', '.join(examples)}")
+        raise HermesError(f"unknown example {name[:80]!r}; choose one of {', '.join(examples)}")
     path = examples[name]
     meta_path = path.with_suffix(".json")
     world, suggestions = None, []
@@ -117,16 +134,144 @@ def webcam() -> Source:
     return Source("webcam")
 
 
-def deletable(path: Path) -> bool:
-    """A second guard on deleting uploads: only files under the system / gradio temp dir,
-    and never the bundled examples (a checkout may itself live under /tmp)."""
-    resolved = path.resolve()
-    if resolved.is_relative_to(EXAMPLES.resolve()):
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
-    roots = {Path(tempfile.gettempdir()).resolve()}
-    if os.environ.get("GRADIO_TEMP_DIR"):
-        roots.add(Path(os.environ["GRADIO_TEMP_DIR"]).resolve())
-    return any(resolved.is_relative_to(root) for root in roots)
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+_process_root: Path | None = None
+_process_root_lock = threading.Lock()
+
+
+def process_root() -> Path:
+    """This process's folder of session folders, `$TMPDIR/hermes-sessions/<pid>/`. Made on first
+    use, when the folders a killed process left behind (a dead pid's, or this pid's from an
+    earlier process) are deleted; a live process's are never touched."""
+    global _process_root
+    with _process_root_lock:
+        if _process_root is None:
+            base = Path(tempfile.gettempdir()) / SessionFiles.ROOT
+            base.mkdir(mode=0o700, exist_ok=True)
+            for old in base.iterdir():
+                if old.is_dir() and (not old.name.isdigit() or int(old.name) == os.getpid()
+                                     or not _alive(int(old.name))):
+                    shutil.rmtree(old, ignore_errors=True)
+            _process_root = base / str(os.getpid())
+            _process_root.mkdir(mode=0o700)
+        return _process_root
+
+
+class SessionFiles:
+    """The folder one session owns, under this process's root (`process_root`, created on
+    first use): the files it plays are adopted into it, and only what is in it is ever deleted."""
+
+    ROOT = "hermes-sessions"
+
+    def __init__(self) -> None:
+        self._folder: Path | None = None
+        self._names = itertools.count(1)
+
+    @property
+    def folder(self) -> Path:
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="session-", dir=process_root()))
+        return self._folder
+
+    def adopt(self, path: str | Path) -> Path:
+        """This session's own copy of `path`: a hard link where the file system allows it (no
+        bytes copied; it stays when the original is deleted or replaced), else a copy."""
+        src = Path(path)
+        if not src.is_file():
+            raise VideoError("the upload did not arrive: no file was received")
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", src.name)[-100:] or "upload"
+        dest = self.folder / f"{next(self._names)}-{safe}"
+        try:
+            os.link(src, dest)
+        except OSError:
+            shutil.copyfile(src, dest)
+        return dest
+
+    def owns(self, path: Path) -> bool:
+        return self._folder is not None and path.parent == self._folder
+
+    def remove(self, path: Path) -> None:
+        """Delete `path` if it is one of this session's files (anything else is left alone)."""
+        if self.owns(path):
+            path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Delete the folder and everything the session put in it."""
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class UploadGate:
+    """What /upload may register: only a file that came with an upload, once.
+
+    gradio's upload route takes no session, and stores a file by its content hash, so the
+    gate asks of the path: did the upload route receive it (`received`, the Blocks'
+    upload_file_set, which app.ui binds once the Blocks exist), is it not one of the bundled
+    examples (those are played from the Examples tab), is this delivery (its inode and
+    modification time: every upload is a fresh file renamed into place) not registered by
+    any session yet, and did it arrive within `window_s`? Anything else is refused with a
+    HermesError saying what to do."""
+
+    def __init__(self, window_s: float, received: Collection[str] = ()) -> None:
+        self.window_s = window_s
+        self.received = received  # every path gradio's upload route has returned
+        self._claimed: dict[tuple[int, int, int, int], float] = {}  # delivery -> when it was registered
+        self._examples: dict[str, str] | None = None  # sha256 -> example name, computed on first need
+        self._lock = threading.Lock()
+
+    def claim(self, path: str | Path) -> None:
+        """Register `path` as an upload, or raise HermesError (VideoError when no file is there)."""
+        p, received = os.path.abspath(path), self.received
+        if str(path) not in received and p not in {os.path.abspath(r) for r in list(received)}:
+            raise HermesError("that file was not uploaded here: only a file sent with the upload can be played as "
+                              "one (use the Upload tab)")
+        try:
+            st = os.stat(p)
+        except OSError:
+            raise VideoError("the upload did not arrive: no file was received") from None
+        name = self.example_of(Path(p), st.st_size)
+        if name is not None:
+            raise HermesError(f"that file is the bundled example {name!r}: play it from the Examples tab (it comes "
+                              "with its questions and ground truth)")
+        delivery = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        now = time.time()
+        with self._lock:
+            self._claimed = {k: t for k, t in self._claimed.items() if now - t <= 2 * self.window_s}
+            if delivery in self._claimed:
+                raise HermesError("that upload was already registered by a session: upload the file again")
+            if now - st.st_mtime > self.window_s:
+                raise HermesError(f"that upload arrived more than {self.window_s / 60:g} min ago: upload the file "
+                                  "again")
+            self._claimed[delivery] = now
+
+    def example_of(self, path: Path, size: int) -> str | None:
+        """The bundled example with exactly these bytes, if any (hashed only when a size matches)."""
+        examples = list_examples()
+        if not any(p.stat().st_size == size for p in examples.values()):
+            return None
+        with self._lock:
+            if self._examples is None:
+                self._examples = {_sha256(p): name for name, p in examples.items()}
+            known = self._examples
+        return known.get(_sha256(path))
 
 
 def downscale(frame: np.ndarray, longest: int) -> np.ndarray:

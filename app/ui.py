@@ -5,17 +5,22 @@
     demo.launch(**LAUNCH)
 
 Handlers only translate between widgets and app.session.Session (one per browser
-session, kept by app.store keyed by request.session_hash); figures come from app.render.
-Every handler is wrapped by `handler`, which looks the session up and turns a HermesError
-into a message in the status line instead of a stack trace. The layout is built by one
-function per panel (`_source_panel`, `_chat_panel`, ...) and wired in `_wire`.
-API endpoints (gradio_client): /play_example, /upload, /tick, /ask, /telemetry, /configure.
+session, kept by app.store keyed by request.session_hash and bound to the client that
+started it); figures come from app.render. Every handler is wrapped by `handler`, which
+looks the session up and runs all of the handler's work in one error path: a HermesError
+becomes its message in the event's outputs, anything else a logged, one-line "unexpected
+error" message, never a stack trace. Only the starts (page load, play, upload, webcam)
+create a session; every other handler answers "no session" without creating one. The
+layout is built by one function per panel (`_source_panel`, `_chat_panel`, ...) and wired
+in `_wire`. API endpoints (gradio_client): /play_example, /upload, /tick, /ask, /stop,
+/study, /telemetry, /export, /configure, /health.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import queue
 import tempfile
 import threading
@@ -27,11 +32,11 @@ from typing import Any
 
 import gradio as gr
 
-from app import render
+from app import model_card, render
 from app.session import Session
-from app.settings import MAX_BUDGET_FRAMES, STUDY_BUDGET, Controls, Settings
-from app.sources import list_examples
-from app.store import SessionStore
+from app.settings import MAX_BUDGET_FRAMES, STUDY_BUDGET, Controls, Settings, panel_number
+from app.sources import UploadGate, list_examples
+from app.store import SessionStore, client_address
 from app.study import committed
 from hermes import policies
 from hermes.errors import HermesError
@@ -40,6 +45,11 @@ from hermes.telemetry import process_rss_mib
 
 SETTINGS = Settings()
 STORE = SessionStore(SETTINGS)
+UPLOADS = UploadGate(SETTINGS.upload_claim_s)  # build() binds it to the Blocks' upload_file_set
+LOG = logging.getLogger("hermes.studio")
+NO_SESSION = ("nothing has streamed yet: this tab has no session (none was started from this address, or it "
+              f"idled out after {SETTINGS.idle_text}); play an example, upload a video or start the "
+              "webcam, or reload the page")
 DEFAULTS = Controls(model=SETTINGS.models[0])  # what the settings panel shows first
 CSS = """
 #status {min-height: 2.2em}
@@ -78,12 +88,44 @@ def in_one_thread(items: Iterator[dict]) -> Iterator[dict]:
         yield item
 
 
-def handler(on_error: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def client_of(request: gr.Request) -> str:
+    """The client behind a request: its connecting address, or the Space proxy's forwarded
+    one (app.store.client_address; SETTINGS.proxy_hops says how many proxies are trusted)."""
+    peer = getattr(getattr(request, "client", None), "host", None)
+    headers = getattr(request, "headers", None) or {}
+    return client_address(peer, headers.get("x-forwarded-for"), SETTINGS.proxy_hops)
+
+
+def one_line(text: str) -> str:
+    """A message fit for the status line and the event stream: one line, no lone surrogates."""
+    return " ".join(text.encode("utf-8", "backslashreplace").decode("utf-8").split())
+
+
+def failure(fn: Callable[..., Any], err: Exception) -> str:
+    """The message for an error inside a handler: a HermesError's own sentence; anything else
+    is logged with its traceback and named in one line."""
+    if isinstance(err, HermesError):
+        return one_line(str(err))
+    LOG.exception("handler %s failed", fn.__name__)
+    return (f"unexpected error in {fn.__name__} ({type(err).__name__}); it was logged. What is in memory stays; "
+            "if it happens again, reload the page")
+
+
+def handler(on_error: Callable[..., Any], start: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator for the event handlers: `fn(session, *inputs)` becomes the gradio handler
-    `(*inputs, request)`. The browser's session is looked up by request.session_hash (created
-    on first use); a HermesError (the studio is full, a bad file, bad settings, ...) becomes
-    `on_error(session or None, message, *inputs)`: the event's outputs with the message.
-    A generator handler stays a generator (gradio streams it)."""
+    `(*inputs, request)`. The browser's session is looked up by request.session_hash and the
+    request's client: created by an explicit start (`start`: page load, play, upload, webcam),
+    otherwise only found (a read of an unknown or someone else's session never creates one,
+    and answers NO_SESSION). Any error (the studio is full, a bad file, bad settings, a bug)
+    becomes `on_error(session or None, message, *inputs)`: the event's outputs with the
+    message. A generator handler stays a generator (gradio streams it)."""
+
+    def session_for(request: gr.Request) -> Session:
+        client = client_of(request)
+        session = STORE.start(request.session_hash, client) if start else STORE.find(request.session_hash, client)
+        if session is None:
+            raise HermesError(NO_SESSION)
+        return session
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.isgeneratorfunction(fn):
@@ -91,19 +133,19 @@ def handler(on_error: Callable[..., Any]) -> Callable[[Callable[..., Any]], Call
                 *inputs, request = args
                 session = None
                 try:
-                    session = STORE.get(request.session_hash)
+                    session = session_for(request)
                     yield from fn(session, *inputs)
-                except HermesError as err:
-                    yield on_error(session, str(err), *inputs)
+                except Exception as err:
+                    yield on_error(session, failure(fn, err), *inputs)
         else:
             def run(*args: Any) -> Any:
                 *inputs, request = args
                 session = None
                 try:
-                    session = STORE.get(request.session_hash)
+                    session = session_for(request)
                     return fn(session, *inputs)
-                except HermesError as err:
-                    return on_error(session, str(err), *inputs)
+                except Exception as err:
+                    return on_error(session, failure(fn, err), *inputs)
 
         # gradio passes the request to a parameter annotated gr.Request, and names the API's
         # parameters after the signature: fn's inputs, then the request
@@ -172,7 +214,18 @@ def _budget_info(s: Session, controls: Controls | None = None) -> dict:
     return gr.update(info=s.budget_text(controls))
 
 
-@handler(lambda s, message: [_status(None, message), gr.skip(), *_figures(None)])
+def _timing(budget: Any, chunk: Any, fps: Any) -> dict:
+    """The budget, chunk and fps sliders' values as Controls fields, checked finite and whole."""
+    return {"budget_frames": panel_number("budget_frames", budget, whole=True),
+            "chunk_frames": panel_number("chunk_frames", chunk, whole=True), "fps": panel_number("fps", fps)}
+
+
+def _text(value: Any) -> str:
+    """A text input given back to its box after an error (an API caller may send anything)."""
+    return value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else ""
+
+
+@handler(lambda s, message: [_status(None, message), gr.skip(), *_figures(None)], start=True)
 def on_load(s: Session) -> list:
     return [_status(s), _budget_info(s), *_figures(s)]
 
@@ -180,14 +233,24 @@ def on_load(s: Session) -> list:
 @handler(lambda s, message, *values: gr.update(info=f"⚠️ {message}"))
 def budget_info(s: Session, budget: float, chunk: float, fps: float) -> dict:
     """While the budget, chunk or fps slider moves (before Apply): the budget in all three units."""
-    return _budget_info(s, replace(s.controls, budget_frames=int(budget), chunk_frames=int(chunk), fps=float(fps)))
+    return _budget_info(s, replace(s.controls, **_timing(budget, chunk, fps)))
 
 
 def on_unload(request: gr.Request) -> None:
-    STORE.free(request.session_hash)
+    """The tab was closed (its heartbeat connection ended): free its session and files.
+
+    gradio runs this from its heartbeat route; the same function is also in the config and
+    reachable through the queue API by fn_index with any session hash. Only the heartbeat's
+    call, from the client that started the session, frees anything."""
+    path = str(getattr(getattr(request, "url", None), "path", ""))
+    if not path.endswith(f"/heartbeat/{request.session_hash}"):
+        LOG.warning("unload of a session requested through %s, not its heartbeat: ignored", path or "?")
+        return
+    if not STORE.free(request.session_hash, client_of(request)) and STORE.peek(request.session_hash) is not None:
+        LOG.warning("unload of a session from another client: ignored")
 
 
-@handler(lambda s, message, name: (gr.skip(), _status(None, message), gr.skip(), gr.skip()))
+@handler(lambda s, message, name: (gr.skip(), _status(None, message), gr.skip(), gr.skip()), start=True)
 def play_example(s: Session, name: str) -> tuple:
     source = s.load_example(name)
     choices = [q["question"] for q in source.suggestions]
@@ -201,19 +264,22 @@ def _upload_refused(s: Session | None, message: str, path: str | None) -> tuple:
     return gr.skip(), status, gr.skip(), gr.skip()
 
 
-@handler(_upload_refused)
+@handler(_upload_refused, start=True)
 def upload(s: Session, path: str | None) -> tuple:
+    """A file uploaded with this request (app.sources.UploadGate): played from the session's
+    own copy; the player shows gradio's cached file."""
     if not path:
         raise HermesError("no file was received")
-    source = s.load_file(path, name=Path(path).name, uploaded=True)
-    return str(source.path), _status(s), gr.update(choices=[], value=None), []
+    UPLOADS.claim(path)
+    s.load_file(path, name=Path(path).name, uploaded=True)
+    return path, _status(s), gr.update(choices=[], value=None), []
 
 
 @handler(lambda s, message, playhead, view: [_status(None, message), *_skips()])
 def tick(s: Session, playhead: float, view: str) -> list:
     """The timer: ingest up to the player's time; redraw only when a chunk landed."""
     before = len(s.lanes[0].events)
-    s.advance(playhead or 0.0)
+    s.advance(playhead)  # checked there: a finite number of seconds >= 0
     if len(s.lanes[0].events) == before:
         return [_status(s), *_skips()]
     return [_status(s), *_figures(s, view)]
@@ -224,8 +290,8 @@ def redraw(s: Session, view: str) -> list:
     return _figures(s, view)
 
 
-@handler(lambda s, message, question: (render.chat_messages(s.chat if s else []), question, _status(s, message),
-                                      gr.skip(), *_skips()))
+@handler(lambda s, message, question: (render.chat_messages(s.chat if s else []), _text(question),
+                                      _status(s, message), gr.skip(), *_skips()))
 def ask(s: Session, question: str) -> Iterator[tuple]:
     """Stream the answer into the chat; afterwards show where the question looked."""
     for _ in in_one_thread(s.ask(question)):
@@ -243,17 +309,18 @@ def stop(s: Session) -> str:
 @handler(lambda s, message, budget: (render.study_figure(None), f"**Cannot run the study:** {message}"))
 def run_study(s: Session, budget: float) -> tuple:
     """The mechanistic study on this session's stream; errors come back as text under the plot."""
-    study = s.study(int(budget))
+    study = s.study(panel_number("the study's budget", budget, whole=True))
     return render.study_figure(study), reading(study)
 
 
 def health() -> dict:
     """Sessions in use and the process's memory (for operators and the load test)."""
     STORE.sweep()
-    return {"sessions": len(STORE), "max_sessions": SETTINGS.max_sessions, "rss_mb": round(process_rss_mib(), 1)}
+    return {"sessions": len(STORE), "max_sessions": SETTINGS.max_sessions, "clients": STORE.clients(),
+            "rss_mb": round(process_rss_mib(), 1)}
 
 
-@handler(lambda s, message, frame: _status(None, message))
+@handler(lambda s, message, frame: _status(None, message), start=True)
 def webcam_frame(s: Session, frame: Any) -> str:
     if frame is None:
         return gr.skip()
@@ -266,8 +333,8 @@ def webcam_frame(s: Session, frame: Any) -> str:
 def configure(s: Session, model: str, policy: str, compare: str | None, budget: float, chunk: float, fps: float,
               shallow: float, deep: float, smoothing: bool, summary: bool, reindex: str) -> list:
     controls = Controls(model=model, policy=policy, compare="" if compare in (None, "off") else compare,
-                        budget_frames=int(budget), chunk_frames=int(chunk), fps=float(fps),
-                        shallow_ratio=float(shallow), deep_ratio=float(deep), smoothing=bool(smoothing),
+                        **_timing(budget, chunk, fps), shallow_ratio=panel_number("shallow_ratio", shallow),
+                        deep_ratio=panel_number("deep_ratio", deep), smoothing=bool(smoothing),
                         summary=bool(summary), reindex=reindex)
     s.configure(controls)
     return [_status(s), [], gr.update(visible=bool(controls.compare)), _budget_info(s), *_figures(s)]
@@ -279,7 +346,11 @@ def telemetry(s: Session) -> dict:
     return _trace(s)
 
 
-@handler(lambda s, message, view: gr.skip())
+def _export_refused(s: Session | None, message: str, view: str) -> list[str]:
+    raise gr.Error(message)  # the output is a file list: the message goes to the page's toast / the API's error
+
+
+@handler(_export_refused)
 def export(s: Session, view: str) -> list[str]:
     out = Path(tempfile.mkdtemp(prefix="hermes-export-"))
     return [str(p) for p in s.export(out, _figures(s, view))]
@@ -304,13 +375,18 @@ def _source_panel(w: SimpleNamespace) -> None:
 
 
 def _chat_panel(w: SimpleNamespace) -> None:
+    """The model card (what the model chosen can answer), the chat, the question and its check."""
+    card = model_card.card(DEFAULTS.model)
+    w.card = gr.Markdown(card.summary, elem_id="model-card")
+    with gr.Accordion("Model card: what it was trained on, what it can answer, its measured accuracy", open=False):
+        w.card_details = gr.Markdown(card.details, elem_id="model-card-details")
     w.chat = gr.Chatbot(label="Ask about the stream", height=260, elem_id="chat")
     with gr.Row():
         w.question = gr.Textbox(placeholder="e.g. what colour is the circle now ?", show_label=False, scale=4,
                                 elem_id="question", max_length=SETTINGS.max_question_chars)
         w.ask_btn = gr.Button("Ask", scale=1, elem_id="ask")
-    w.suggestions = gr.Dropdown([], label="Suggested questions (ShapeStream: ground truth shown)",
-                                allow_custom_value=False)
+    w.question_check = gr.Markdown("", elem_id="question-check")  # words the model cannot read, before asking
+    w.suggestions = gr.Dropdown([], label=SUGGESTIONS_LABEL, allow_custom_value=False, elem_id="suggestions")
 
 
 def _settings_panel(w: SimpleNamespace) -> None:
@@ -350,6 +426,8 @@ def _live_plots(w: SimpleNamespace) -> None:
                               container=False, info="the latest pseudo-queries, or the last question")
             att = gr.Plot(elem_id="attention", show_label=False)
             gr.Markdown(render.READ_ME["attention"], elem_classes="readme")
+            w.findings = gr.Markdown(model_card.findings(DEFAULTS.model, model_card.committed_study(DEFAULTS.model)),
+                                     elem_classes="readme", elem_id="attention-findings")
         with gr.Column():
             occ = gr.Plot(elem_id="occupancy", show_label=False)
             with gr.Column(visible=False) as w.compare_col:  # compare mode: the second policy's map
@@ -393,6 +471,67 @@ def _study_tab(w: SimpleNamespace) -> None:
             gr.Markdown(fig.notes)
 
 
+# ---- what the model can do: its card, its layers, unknown words, questions that apply now ----
+def card_of(model: str) -> tuple:
+    """The card (summary line, details) of the model chosen under Engine settings (allowlisted only)."""
+    if model not in SETTINGS.models:
+        return gr.skip(), gr.skip()
+    card = model_card.card(model)
+    return card.summary, card.details
+
+
+def _committed_findings(s: Session | None, message: str, model: str) -> Any:
+    return model_card.findings(model, model_card.committed_study(model)) if model in SETTINGS.models else gr.skip()
+
+
+@handler(_committed_findings)
+def layer_findings(s: Session, model: str) -> Any:
+    """The layer finding under the attention map: this session's Study tab measurement of the
+    model, else its committed study, else "not measured here"; the paper's quoted as the paper's."""
+    if model not in SETTINGS.models:
+        return gr.skip()
+    studied = s.studied if s.studied is not None and s.studied.model == model else None
+    return model_card.findings(model, studied or model_card.committed_study(model))
+
+
+@handler(lambda s, message, question: "")
+def question_check(s: Session, question: str) -> str:
+    """While the question is typed: the words of it the loaded model cannot read (flagged before asking)."""
+    if not isinstance(question, str) or len(question) > SETTINGS.max_question_chars:
+        return ""  # the ask says what is wrong with it
+    note = model_card.unknown_words_note(s.controls.model, s.unknown_words(question))
+    return f"⚠️ {note}" if note else ""
+
+
+SUGGESTIONS_LABEL = ("Suggested questions that apply at the newest frame in memory (ShapeStream examples only, "
+                     "with ground truth)")
+
+
+@handler(lambda s, message: gr.skip())
+def suggestions_now(s: Session) -> dict:
+    """Opening the suggestions: only the example's questions that apply at the newest frame in
+    memory, and the label says when and of which stream. (The label changes with the list: the
+    page applies a list sent while the dropdown opens only together with another change.)"""
+    t, choices, source = s.memory_time(), s.suggestions(), s.source
+    if source is None or t is None:
+        label = "Suggested questions: none yet (nothing is in memory; they appear after the first chunk)"
+    elif source.world is None:
+        label = f"Suggested questions: none for {source.name} (only the ShapeStream examples have an event log)"
+    else:
+        label = f"Suggested questions: {len(choices)} apply to {source.name} at {t:.1f} s, the newest frame in memory"
+    return gr.update(choices=choices, value=None, label=label)
+
+
+def _wire_model_card(demo: gr.Blocks, w: SimpleNamespace) -> None:
+    """The model card and the layer finding follow the model chosen (and the Study tab's run); the
+    question is checked while typed; the suggestions are those that apply when opened."""
+    hidden = {"api_visibility": "private", "show_progress": "hidden"}
+    w.model.change(card_of, [w.model], [w.card, w.card_details], **hidden)
+    gr.on([w.model.change, w.study_text.change], layer_findings, [w.model], [w.findings], **hidden)
+    w.question.change(question_check, [w.question], [w.question_check], trigger_mode="always_last", **hidden)
+    w.suggestions.focus(suggestions_now, None, [w.suggestions], **hidden)
+
+
 def _wire(demo: gr.Blocks, w: SimpleNamespace) -> None:
     """Every event: which handler, its inputs and outputs, and its API name."""
     plots = w.plots
@@ -422,6 +561,7 @@ def _wire(demo: gr.Blocks, w: SimpleNamespace) -> None:
 def build() -> gr.Blocks:
     w = SimpleNamespace()  # the widgets, by name, for _wire
     with gr.Blocks(title="HERMES Studio", delete_cache=(600, 3600)) as demo:
+        UPLOADS.received = demo.upload_file_set  # what gradio's upload route received: all /upload accepts
         gr.Markdown("## HERMES Studio — watch a video stream into a layered KV-cache memory, then ask it")
         with gr.Tabs(elem_id="main-tabs"):
             with gr.Tab("Live", elem_id="live-tab"):
@@ -438,4 +578,5 @@ def build() -> gr.Blocks:
         w.playhead = gr.Number(0.0, visible=False)
         w.timer = gr.Timer(SETTINGS.tick_s)
         _wire(demo, w)
+        _wire_model_card(demo, w)
     return demo

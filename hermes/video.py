@@ -30,10 +30,13 @@ FFmpeg's own threads, and a decoder freed while Python holds the GIL then waits 
 a thread that waits for the GIL. ``av.logging.set_level(None)`` installs PyAV's no-op C
 callback instead, which also keeps FFmpeg's console noise off the terminal (our messages
 replace it); decord's own FFmpeg copy is set quiet. (2) Slice threading: slice threads work
-only inside each decode call and are idle between calls, so freeing a decoder waits on
-nothing (frame threads keep frames in flight between calls). (3) Every reader opens its
-container in a ``with`` / ``try``-``finally`` inside the generator, and ``iter_frames``
-closes the reader it wraps, so ``close()`` frees both at once.
+only inside each decode call (which PyAV makes without the GIL) and are idle between
+calls, so freeing a decoder waits on nothing; frame threads keep frames in flight between
+calls. Either of (1) and (2) alone ended the hang in tests/test_liveness.py; (2) still holds
+if another library installs PyAV's Python log callback. (3) Every reader opens its file in
+a ``with`` / ``try``-``finally`` inside its generator and ``iter_frames`` closes the reader
+it wraps, so ``close()`` frees both at once; when decord fails and PyAV goes on, decord's
+reader is freed first.
 """
 
 from __future__ import annotations

@@ -161,11 +161,14 @@ def test_uploads_are_deleted_with_their_session_and_nothing_else_is(tmp_path):
     example = list_examples()[EXAMPLE]
     upload = write(tmp_path / "upload.mp4", example.read_bytes())  # where gradio puts uploads: a temp dir
     session.load_file(upload, uploaded=True)
+    copy = session.upload  # the session plays its own copy, in a folder it owns
+    assert copy is not None and copy != upload and copy.exists()
     kept = write(tmp_path / "mine.mp4", example.read_bytes())  # a file of the user's, also in a temp dir
     session.load_file(kept)  # not an upload: a local run of the API
     session.load_file(example, uploaded=True)  # even if misreported, bundled examples are never deleted
     store.free("tab")
-    assert not upload.exists() and kept.exists() and example.exists()
+    # the session's folder goes with it; gradio's file (maybe shared with another session) stays
+    assert not copy.parent.exists() and upload.exists() and kept.exists() and example.exists()
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/hosts", "shapestream-901; rm -rf /", ""])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import av
@@ -59,10 +60,9 @@ def test_auto_falls_back_to_pyav_when_decord_cannot_open(videos, monkeypatch):
     assert len(frames) == 4 and times[-1] == pytest.approx(1.5, abs=2e-3)
 
 
-def test_auto_goes_on_with_pyav_when_decord_fails_to_decode(tmp_path, monkeypatch):
-    # decord opens the file but fails to copy frames out (decord2 3.4 did this for some frame
-    # sizes, e.g. "The size must exactly match"); the decord backend says so, auto goes on with PyAV
-    path = write_video(tmp_path / "odd.mp4", ramp(height=64, width=96), NATIVE_FPS)
+def decord_fails_to_copy(monkeypatch) -> None:
+    """decord opens files but fails to copy frames out (decord2 3.4 did this for some frame
+    sizes, e.g. "The size must exactly match")."""
     real = video.decord.VideoReader
 
     class FailsToCopy:
@@ -79,6 +79,12 @@ def test_auto_goes_on_with_pyav_when_decord_fails_to_decode(tmp_path, monkeypatc
             raise RuntimeError("The size must exactly match")
 
     monkeypatch.setattr(video.decord, "VideoReader", FailsToCopy)
+
+
+def test_auto_goes_on_with_pyav_when_decord_fails_to_decode(tmp_path, monkeypatch):
+    # the decord backend says so, auto goes on with PyAV
+    path = write_video(tmp_path / "odd.mp4", ramp(height=64, width=96), NATIVE_FPS)
+    decord_fails_to_copy(monkeypatch)
     with pytest.raises(VideoError, match="decoding failed"):
         read_video(path, 2, backend="decord")
     frames, times = read_video(path, 2)
@@ -172,6 +178,69 @@ def test_truncated_stream_yields_what_it_decoded_before_the_error(tmp_path, vide
         for _frame, t in iter_frames(path, 10):
             got.append(t)
     assert len(got) >= 3 and got == sorted(got)
+
+
+# ---- abandoning a stream: the file and the decoder are freed at once, nothing hangs ---------
+def held(path: Path) -> tuple[int, int]:
+    """(open descriptors on `path`, threads) of this process, from /proc."""
+    def target(fd: str) -> str:
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            return ""
+
+    fds = sum(target(fd) == str(path.resolve()) for fd in os.listdir("/proc/self/fd"))
+    return fds, len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc")
+@pytest.mark.parametrize("backend", ["auto", "decord", "pyav", "auto after decord failed"])
+@pytest.mark.parametrize("how", ["close", "drop"])
+def test_a_stream_holds_its_file_once_and_frees_it_and_its_threads_when_dropped(videos, monkeypatch,
+                                                                                 backend, how):
+    path = videos["h264.mp4"]
+    if backend == "auto after decord failed":  # PyAV goes on: decord's reader is gone by then
+        decord_fails_to_copy(monkeypatch)
+        backend = "auto"
+    _, threads = held(path)
+    frames = iter_frames(path, 2, backend=backend)
+    next(frames)
+    assert held(path)[0] == 1  # one reader has the file open
+    if how == "close":
+        frames.close()
+    del frames  # "drop": the last reference goes, as when a consumer moves on
+    assert held(path) == (0, threads)
+
+
+def test_reading_bad_files_prints_nothing_on_the_terminal(tmp_path, videos, capfd):
+    # FFmpeg writes to the process's stderr (fd 2) from C; its noise is off for both readers,
+    # without a Python log callback (see hermes.video), and our VideoError says what is wrong
+    capfd.readouterr()
+    for kind in ("truncated_mp4", "truncated_webm", "corrupt_header"):
+        for backend in ("auto", "decord", "pyav"):
+            with pytest.raises(VideoError):
+                read_video(_make_bad(kind, tmp_path, videos), 10, backend=backend)
+    assert capfd.readouterr().err == ""
+
+
+def test_a_variable_frame_rate_file_keeps_each_frames_time(tmp_path):
+    times = [0.0, 0.007, 0.107, 0.157, 0.19, 0.29, 0.34, 0.347, 0.447, 0.5]
+    path = write_video(tmp_path / "vfr.mkv", ramp(len(times)), 30, codec="libx264", times=times)
+    for backend in ("decord", "pyav"):
+        frames, got = read_video(path, 1000, backend=backend)  # more than the native rate: every frame
+        np.testing.assert_allclose(got, times, atol=1e-3)
+        np.testing.assert_allclose(frames[:, 30, 50, 0] / 4, np.arange(len(times)), atol=1)
+        _, sampled = read_video(path, 10, backend=backend)  # the first frame at or after each 0.1 s step
+        np.testing.assert_allclose(sampled, [0.0, 0.107, 0.29, 0.34, 0.447, 0.5], atol=1e-3)
+
+
+@pytest.mark.parametrize("times", [
+    [0.0, 0.1], [0.0, 0.1, 0.1], [0.0, 0.2, 0.1], [-0.1, 0.0, 0.1], [0.0, 0.1, float("nan")],
+    [0.0, 0.1, float("inf")], [0.0, 0.0004, 0.1], ["a", "b", "c"],
+], ids=["too-few", "repeated", "backwards", "negative", "nan", "inf", "under-1ms", "text"])
+def test_bad_frame_times_are_refused_with_a_clear_message(tmp_path, times):
+    with pytest.raises(VideoError, match=r"times must give each of the 3 frames a time in seconds"):
+        write_video(tmp_path / "bad.mkv", ramp(3), 30, codec="libx264", times=times)
 
 
 def test_written_mp4_is_h264_faststart(videos):

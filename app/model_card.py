@@ -1,0 +1,370 @@
+"""What the loaded model can do, said only from what was measured: its card, the words it
+cannot read, the ground truth a question has now, and the layer finding under the attention map.
+
+    from app import model_card
+    card = model_card.card("hermes-tiny")            # .summary (one line), .details (markdown)
+    model_card.out_of_vocabulary("what is happening ?", backbone.tokenizer)    # ["happening"]
+    model_card.ground_truth(source.world, "what colour is the cross now ?", t=12.0)
+    # Truth(answer=None, note="not applicable now: the cross has not appeared by 12.0 s")
+    model_card.valid_questions(source.world, ["which shape appeared first ?", ...], t=12.0)
+    m = model_card.committed_study("hermes-tiny")    # or model_card.measured(study, model, where)
+    model_card.findings("hermes-tiny", m)            # the measured layer finding; the paper's quoted as the paper's
+
+Everything here is read from the model's directory (hermes.json, README.md, tokenizer.json,
+safetensors headers) and the committed results (analysis/results/*.md naming the model they
+were measured on, and their csv/npz); a model with none of them gets "not measured here",
+never a figure. No gradio and no tensors: the session and the UI call these and show the text.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.study import RESULTS
+from hermes.backbones import BUNDLED_MODELS, HERMES_JSON
+from hermes.shapestream import CATEGORIES, SHAPES, TEMPLATES, answer, by_shape, template_of
+from hermes.studies.mechanistic import RECENT, Study
+
+PAPER_FINDING = ("The HERMES paper (arXiv 2601.14724, section 3) reports, for LLaVA-OneVision with a FIFO cache of "
+                 "6K video tokens per layer over 300 questions: shallow layers attend mostly to the newest frames "
+                 "(a short-term memory) and deep layers to a few anchor frames across the stream (a long-term "
+                 "memory). That is the paper's finding on its models, not a measurement of this one.")
+SPLIT_MARGIN = 0.05  # the paper's split shows when the shallow tier's recent share beats the deep tier's by this
+BOUND = 2 * RECENT  # a layer is recency-bound when twice an even share of its video attention is on the newest 10%
+RANDOM_MODELS = ("random-tiny", "random-ov-0.5b")
+_RESULT_LINE = re.compile(r"`python -m analysis\.(\w+)( --quick)?` with `([^`]+)`")
+
+
+# ---- committed results -------------------------------------------------------------------
+def committed_result(study: str, model: str, results: Path = RESULTS) -> Path | None:
+    """The committed markdown of `study` (mechanistic, accuracy, ...) measured on `model`: the
+    one whose opening line says "`python -m analysis.STUDY` with `MODEL`" (quick runs left out;
+    the plain name first, then e.g. a GPU run). None when no committed result names the model."""
+    for md in sorted(results.glob(f"{study}*.md"), key=lambda p: (len(p.stem), p.stem)):
+        found = _RESULT_LINE.search(md.read_text(encoding="utf-8")[:1000])
+        if found and found.group(1) == study and not found.group(2) and found.group(3) == model:
+            return md
+    return None
+
+
+def _opening(md: Path) -> str:
+    """A result's description: its first paragraph after the title."""
+    paragraphs = [p.strip() for p in md.read_text(encoding="utf-8").split("\n\n")]
+    return next((p for p in paragraphs if p and not p.startswith(("#", "!["))), "")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A mechanistic study's per-layer recency, and where it was measured."""
+
+    model: str
+    recent_share: tuple[float, ...]  # per layer: share of its video attention on the newest 10% of tokens
+    tiers: tuple[str, ...]  # per layer: "shallow", "middle", "deep" (HERMES' tiers)
+    n_questions: int
+    budget: int  # FIFO tokens per layer
+    where: str  # markdown: which measurement (a committed file, or the Study tab on a stream)
+
+
+def measured(study: Study, model: str, where: str) -> Measured:
+    """The numbers of a hermes.studies.mechanistic Study (e.g. the Study tab's run)."""
+    return Measured(model, tuple(float(x) for x in study.recent_share), tuple(study.tiers), int(study.n_questions),
+                    int(study.edges[-1]), where)
+
+
+def committed_study(model: str, results: Path = RESULTS) -> Measured | None:
+    """The committed mechanistic study of `model` (its md, csv and npz), None when there is none."""
+    md = committed_result("mechanistic", model, results)
+    if md is None or not md.with_suffix(".csv").is_file() or not md.with_suffix(".npz").is_file():
+        return None
+    with md.with_suffix(".csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    data = np.load(md.with_suffix(".npz"))
+    return Measured(model, tuple(float(r["recent_share"]) for r in rows), tuple(r["tier"] for r in rows),
+                    len(data["profiles"]), int(data["edges"][-1]), f"the committed study (analysis/results/{md.name})")
+
+
+def paper_split(m: Measured) -> bool | None:
+    """Does the measurement show the paper's split (shallow layers more recency-bound than deep
+    ones, by SPLIT_MARGIN, as hermes.studies.mechanistic.reading judges it)? None without both tiers."""
+    share, tiers = np.array(m.recent_share), np.array(m.tiers)
+    if not (tiers == "shallow").any() or not (tiers == "deep").any():
+        return None
+    return bool(share[tiers == "shallow"].mean() > share[tiers == "deep"].mean() + SPLIT_MARGIN)
+
+
+def _layers(idx: Iterable[int]) -> str:
+    idx = [int(i) for i in idx]
+    if len(idx) == 1:
+        return f"layer {idx[0]}"
+    return f"layers {idx[0]}-{idx[-1]}" if idx == list(range(idx[0], idx[-1] + 1)) else "layers " + ", ".join(
+        map(str, idx))
+
+
+def findings(model: str, m: Measured | None) -> str:
+    """The layer finding for the text under the attention map (markdown): what `m` measured on
+    `model`, or that nothing was; the paper's finding follows, quoted as the paper's."""
+    if m is None:
+        return (f"**{model}'s layers: not measured here.** No committed mechanistic study names this model; "
+                "run the Study tab on a stream to measure where each of its layers looks.\n\n"
+                f"*{PAPER_FINDING}*")
+    share, tiers = np.array(m.recent_share), np.array(m.tiers)
+    bound = [int(i) for i in np.argsort(-share, kind="stable") if share[i] >= BOUND]
+    tier_of = [f"{i} ({tiers[i]}, {share[i]:.0%})" for i in bound]
+    by_tier = "; ".join(f"{name} {_layers(np.flatnonzero(tiers == name))} {share[tiers == name].mean():.0%}"
+                        for name in ("shallow", "middle", "deep") if (tiers == name).any())
+    lines = [f"**{model}'s layers, measured** by {m.where}: {m.n_questions} questions on a FIFO cache of "
+             f"{m.budget} tokens per layer. An even spread puts {RECENT:.0%} of a layer's video attention on the "
+             f"newest {RECENT:.0%} of its tokens; "
+             + (f"the layers with at least {BOUND:.0%} there are " + ", ".join(tier_of) if bound else
+                f"no layer puts {BOUND:.0%} or more there")
+             + f". Mean per tier: {by_tier}."]
+    split = paper_split(m)
+    if split is None:
+        lines.append("With no shallow and deep tier both set, the measurement cannot be set against the paper's "
+                     "split.")
+    elif split:
+        lines.append("This measurement shows the paper's split: here too the shallow layers look most at the newest "
+                     "frames and the deep layers further back.")
+    else:
+        lines.append("This measurement does not show the split the paper reports (below): here the shallow tier "
+                     "is not more recency-bound than the deep tier.")
+    return " ".join(lines) + f"\n\n*{PAPER_FINDING}*"
+
+
+# ---- the model card ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Card:
+    summary: str  # one line of markdown, always shown
+    details: str  # markdown: trained on, what it can answer, measured accuracy, its layers
+
+
+def model_directory(model: str) -> Path | None:
+    """The folder a model loads from (bundled name or local directory), None for a hub id or random weights."""
+    if model in BUNDLED_MODELS:
+        return BUNDLED_MODELS[model]
+    path = Path(model).expanduser()
+    return path if model not in RANDOM_MODELS and path.is_dir() else None
+
+
+def parameter_count(directory: Path) -> int | None:
+    """Parameters in the directory's safetensors files, read from their headers (no weights loaded)."""
+    total, files = 0, sorted(directory.glob("*.safetensors"))
+    for path in files:
+        with path.open("rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size < 2**27:
+                return None
+            header = json.loads(f.read(size))
+        total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+    return total if files else None
+
+
+def vocabulary(directory: Path) -> list[str] | None:
+    """The words of a word-level tokenizer (tokenizer.json), special tokens left out; None for
+    any other tokenizer (sub-word pieces spell any word) or none."""
+    path = directory / "tokenizer.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("model", {}).get("type") != "WordLevel":
+        return None
+    special = {t["content"] for t in data.get("added_tokens", []) if t.get("special")}
+    vocab = data["model"]["vocab"]
+    return [w for w in sorted(vocab, key=vocab.get) if w not in special]
+
+
+def _settings(directory: Path) -> dict:
+    try:
+        data = json.loads((directory / HERMES_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _sentences(readme: str, pattern: str) -> list[str]:
+    """The model card's (README.md's) sentences matching `pattern`, as written."""
+    paragraphs = [" ".join(line.strip() for line in p.splitlines()) for p in readme.split("\n\n")
+                  if p.strip() and not p.lstrip().startswith("#")]
+    return [s.strip() for p in paragraphs for s in re.split(r"(?<=\.)\s+(?=[A-Z])", p) if re.search(pattern, s)]
+
+
+def _table(md: str) -> list[dict[str, str]]:
+    """The first markdown table of a result file, as rows keyed by its header."""
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    if len(lines) < 3:
+        return []
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    head, rows = cells[0], []
+    for row in cells[2:]:
+        if row == head or all(set(c) <= set("-: ") for c in row):
+            break  # the next table starts
+        rows.append(dict(zip(head, row, strict=False)))
+    return rows
+
+
+def _accuracy(model: str, results: Path) -> tuple[str, str]:
+    """(a summary phrase, a markdown block) from the committed accuracy study of `model`."""
+    md = committed_result("accuracy", model, results)
+    if md is None:
+        return "", ""
+    rows = [r for r in _table(md.read_text(encoding="utf-8")) if r.get("policy") in ("chance", "full", "hermes")]
+    full = next((r for r in rows if r["policy"] == "full"), None)
+    if full is None:
+        return "", ""
+    cats = [c for c in CATEGORIES if c in full]
+    table = ["| policy | budget | all | " + " | ".join(cats) + " |", "|---" * (3 + len(cats)) + "|"]
+    table += [f"| {r['policy']} | {r.get('budget', '')} | {r['all']} | " + " | ".join(r[c] for c in cats) + " |"
+              for r in rows]
+    chance = next((r for r in rows if r["policy"] == "chance"), None)
+    phrase = f"{full['all']} of held-out ShapeStream questions right with a full cache" + (
+        f" (chance {chance['all']})" if chance else "")
+    return phrase, f"Measured by the accuracy study ({_opening(md)}):\n\n" + "\n".join(table)
+
+
+def card(model: str, results: Path = RESULTS) -> Card:
+    """The model card of `model` from its directory and the committed results; a model this
+    project never measured is said to be so, with no figures."""
+    directory = model_directory(model)
+    accuracy, accuracy_block = _accuracy(model, results)
+    layers = committed_study(model, results)
+    layer_line = findings(model, layers).split("\n\n")[0] if layers else ""
+    if model in RANDOM_MODELS:
+        return Card(f"**{model}**: seeded random weights, for tests and timing. Its answers mean nothing; "
+                    "nothing but speed is measured on it.",
+                    f"**{model}** has random weights (hermes.backbones): it was never trained, so it cannot answer "
+                    "anything. It reads the project's word-level vocabulary (hermes/tokenizer.py): words outside it "
+                    "are flagged before you ask.")
+    if directory is None:
+        summary = (f"**{model}**: a general video LLM from the Hugging Face hub (LLaVA-OneVision family), not trained "
+                   "by this project. " + (f"Measured here: {accuracy}." if accuracy else
+                                          "Not measured here: this project has no accuracy figures for it."))
+        details = [f"**{model}** was loaded by its hub id. What it was trained on and what it can answer are on its "
+                   "own model card on the hub; this project states no figures of its own for it."]
+        return Card(summary, "\n\n".join(x for x in (*details, accuracy_block, layer_line) if x))
+
+    settings = _settings(directory)
+    readme_path = directory / "README.md"
+    readme = readme_path.read_text(encoding="utf-8") if readme_path.is_file() else ""
+    words = vocabulary(directory)
+    params = parameter_count(directory)
+    trained = _sentences(readme, r"\btrained\b")
+    knows = _sentences(readme, r"\bknows\b")
+    on = re.search(r"\btrained\b[^.]*?\bon ([A-Z]\w+)", " ".join(trained))
+    metrics = {k: v for k, v in settings.get("metrics", {}).items() if k in (*CATEGORIES, "all")}
+    shapestream = bool(metrics) or bool(accuracy)
+
+    facts = [f"{params / 1e6:.2f}M parameters" if params else "",
+             f"trained on {on.group(1)}" if on else "training data not stated in its directory",
+             f"reads only its {len(words)} words" if words is not None else ""]
+    summary = f"**{model}**: " + ", ".join(f for f in facts if f) + ". "
+    if accuracy:
+        summary += f"Measured: {accuracy}. "
+    elif metrics.get("all") is not None:
+        summary += f"Measured at training: {metrics['all']:.3f} of held-out ShapeStream questions right. "
+    else:
+        summary += "No accuracy measured here. "
+    if shapestream:
+        summary += "Answers to other questions, or about other videos, were never measured."
+
+    details = [f"**Trained on.** {' '.join(trained)}" if trained else
+               "**Trained on.** Its directory does not say (no README.md sentence about training)."]
+    can = []
+    if knows:
+        can.append("Its card says: " + " ".join(knows))
+    if shapestream:
+        names = "; ".join(f"*{t.name}* ({t.category})" for t in TEMPLATES)
+        can.append(f"Measured on ShapeStream's question templates only, about its shapes ({', '.join(SHAPES)}): "
+                   f"{names}. On any other question or video its answer is still one of its words, with no "
+                   "measured accuracy.")
+    if words is not None:
+        can.append(f"Word-level tokenizer: a word outside its {len(words)} reaches it as `<unk>` (an unknown "
+                   "token) and is flagged before you ask.")
+    details.append("**What it can answer.** " + (" ".join(can) if can else "Not stated in its directory."))
+    if words is not None:
+        details.append(f"<details><summary>its {len(words)} words</summary>\n\n"
+                       + " ".join(f"`{w}`" for w in words) + "\n\n</details>")
+    acc = []
+    if metrics:
+        acc.append("At training (hermes.json, no eviction): "
+                   + ", ".join(f"{k} {float(v):.3f}" for k, v in metrics.items()) + ".")
+    acc += [accuracy_block] if accuracy_block else []
+    details.append("**Measured accuracy.** " + ("\n\n".join(acc) if acc else "None measured here."))
+    details.append(f"**Its layers.** {layer_line}" if layer_line else
+                   "**Its layers.** No committed mechanistic study names this model.")
+    return Card(summary.strip(), "\n\n".join(details))
+
+
+# ---- questions -------------------------------------------------------------------------------
+def out_of_vocabulary(question: str, tokenizer: object) -> list[str]:
+    """The words of `question` a word-level tokenizer reads as its unknown token, in order,
+    each once (lower-cased); [] for a sub-word tokenizer, which spells any word in pieces."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if backend is None or unk is None or type(backend.model).__name__ != "WordLevel":
+        return []
+    enc = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
+    words = [question[a:b].lower() for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+             if i == unk]
+    return list(dict.fromkeys(words))
+
+
+def unknown_words_note(model: str, words: list[str]) -> str:
+    """The warning for words a model cannot read ("" when there are none)."""
+    if not words:
+        return ""
+    quoted, one = ", ".join(f"“{w}”" for w in words), len(words) == 1
+    word, reach, them = ("the word", "it reaches", "it") if one else ("the words", "they reach", "them")
+    return (f"{model} does not know {word} {quoted}: {reach} the model as an unknown token, so its answer cannot be "
+            f"about {them} (see the model card for the words it reads).")
+
+
+@dataclass(frozen=True)
+class Truth:
+    """A question's ground truth at a time: the answer grade() checks, or why there is none."""
+
+    answer: str | None
+    note: str = ""  # shown instead of an answer ("not applicable now: ...")
+
+
+def ground_truth(world: list | None, question: str, t: float) -> Truth:
+    """The answer from a ShapeStream world's event log at time `t`, or why there is none: the
+    video has no event log, the question is not one of ShapeStream's templates, or it does not
+    apply now (a shape not on screen, not appeared yet, named twice)."""
+    if world is None:
+        return Truth(None, "none for this video (only the ShapeStream examples carry an event log to check against)")
+    found = template_of(question)
+    if found is None:
+        return Truth(None, "none: not one of ShapeStream's question templates (see the model card)")
+    result = answer(world, question, t)
+    if result is not None:
+        return Truth(result[0])
+    template, shapes = found
+    why = f"it has no answer from the frames up to {t:.1f} s"
+    for shape in shapes:
+        o = by_shape(world, shape)
+        if o is None or o.appear > t:
+            why = f"the {shape} has not appeared by {t:.1f} s"
+            break
+        if "now" in template.ask.split() and not o.visible(t):
+            why = f"the {shape} is not on the screen at {t:.1f} s"
+            break
+    else:
+        if len(shapes) == 2 and shapes[0] == shapes[1]:
+            why = f"it names the {shapes[0]} twice"
+    return Truth(None, f"not applicable now: {why}")
+
+
+def valid_questions(world: list | None, questions: Iterable[str], t: float | None) -> list[str]:
+    """The questions (each once, in order) that have a ground truth at time `t`; none before
+    anything is in memory (t None) or for a video without an event log."""
+    if world is None or t is None:
+        return []
+    return [q for q in dict.fromkeys(questions) if ground_truth(world, q, t).answer is not None]
