@@ -2,6 +2,7 @@
 
     python -m analysis.ablations                 # 24 streams, 2 budgets, ~15 min on 2 cores
     python -m analysis.ablations --quick         # 3 streams, one budget, for tests and CI
+    python -m analysis.ablations --replot        # redraw ablations.png from ablations.csv (no model runs)
     torchrun --nproc_per_node 2 -m analysis.ablations
 
 The `hermes` policy with one switch changed at a time (a parameter of the `hermes` policy or,
@@ -33,6 +34,7 @@ to --out. Differences smaller than about two standard errors are noise at this s
 from __future__ import annotations
 
 import argparse
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -91,35 +93,53 @@ def write(runs: list[Run], args: argparse.Namespace, n_streams: int) -> None:
              "released HERMES code. Accuracy ± one binomial standard error.", "",
              *common.table(["budget", "variant", "all", *CATEGORIES, "vs default"], rows)]
     common.write_markdown(f"{stem}.md", lines, echo=True)
-    plot(runs, Path(f"{stem}.png"))
+    plot(points(runs), Path(f"{stem}.png"))
 
 
-def plot(runs: list[Run], path: Path) -> None:
+def points(runs: list[Run]) -> list[tuple[str, float, float, int]]:
+    """(variant, budget fraction, accuracy, questions answered) of each run: what the figure draws."""
+    return [(r.policy, r.fraction, r.accuracy(), answered(r)) for r in runs]
+
+
+def plot(rows: list[tuple[str, float, float, int]], path: Path) -> None:
+    """Accuracy of each variant (rows as `points` gives them), a bar per budget with its standard
+    error; the legend sits above the axes, clear of the bars."""
     plt = common.pyplot()
-    fractions = sorted({r.fraction for r in runs})
-    names = [name for name, *_ in VARIANTS if any(r.policy == name for r in runs)]
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.4 * len(names)))
+    fractions = sorted({f for _, f, _, _ in rows})
+    names = [name for name, *_ in VARIANTS if any(row[0] == name for row in rows)]
+    by_key = {(name, f): (acc, n) for name, f, acc, n in rows}
+    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.4 * len(names)))
     width = 0.8 / len(fractions)
     for k, fraction in enumerate(fractions):
-        acc, err = [], []
-        for name in names:
-            r = next(r for r in runs if r.policy == name and r.fraction == fraction)
-            acc.append(r.accuracy())
-            err.append(stderr(r.accuracy(), answered(r)))
+        acc = [by_key[name, fraction][0] for name in names]
+        err = [stderr(*by_key[name, fraction]) for name in names]
         ax.barh(np.arange(len(names)) + k * width, acc, height=width, xerr=err, label=f"budget {100 * fraction:g}%")
     ax.set_yticks(np.arange(len(names)) + width * (len(fractions) - 1) / 2, names)
     ax.invert_yaxis()
     ax.set_xlabel("accuracy, all questions (± 1 s.e.)")
     ax.set_xlim(0, 1)
     ax.grid(alpha=0.3, axis="x")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(fractions), frameon=False)
     common.save_figure(fig, path)
+
+
+def replot(args: argparse.Namespace) -> None:
+    """Redraw ablations.png from ablations.csv (no model runs)."""
+    stem = common.stem(args, "ablations")
+    with open(f"{stem}.csv") as fh:
+        rows = [(row["variant"], float(row["budget_fraction"]), float(row["all"]), int(row["n"]))
+                for row in csv.DictReader(fh)]
+    plot(rows, Path(f"{stem}.png"))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = common.parser(__doc__, quick="3 streams, budget 25% only")
     parser.add_argument("--streams", type=int, default=24)
+    parser.add_argument("--replot", action="store_true", help="redraw ablations.png from ablations.csv")
     args = parser.parse_args(argv)
+    if args.replot:
+        replot(args)
+        return
     if args.quick:
         args.streams = min(args.streams, 3)
     fractions = (0.25,) if args.quick else FRACTIONS

@@ -163,6 +163,10 @@ def test_ablations_quick_reports_every_variant(tmp_path):
     assert [r["variant"] for r in rows] == [name for name, *_ in ablations.VARIANTS]
     assert all(0 <= float(r["all"]) <= 1 and int(r["n"]) > 10 for r in rows)
     assert "± " in (tmp_path / "ablations-random-tiny_quick.md").read_text()
+    png = tmp_path / "ablations-random-tiny_quick.png"
+    png.unlink()
+    ablations.main(["--quick", "--replot", "--out", str(tmp_path), "--model", "random-tiny"])  # from the CSV alone
+    assert png.stat().st_size > 10_000
 
 
 @pytest.mark.timeout(300)
