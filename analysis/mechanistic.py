@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> Study:
         stream = generate(seed, seconds=args.seconds, fps=FPS)
         seed += 1
         asked = [(q.time, q.question) for q in stream.questions]
-        p, s = study_stream(backbone, stream.frames, stream.timestamps, asked, args.budget, args.bins, CHUNK,
+        frames = zip(stream.frames, stream.timestamps, strict=True)
+        p, s = study_stream(backbone, frames, asked, args.budget, args.bins, CHUNK,
                             limit=args.questions - len(profiles))
         profiles += p
         summaries += s

@@ -10,10 +10,14 @@ cannot read, the ground truth a question has now, and the layer finding under th
     m = model_card.committed_study("hermes-tiny")    # or model_card.measured(study, model, where)
     model_card.findings("hermes-tiny", m)            # the measured layer finding; the paper's quoted as the paper's
 
-Everything here is read from the model's directory (hermes.json, README.md, tokenizer.json,
-safetensors headers) and the committed results (analysis/results/*.md naming the model they
-were measured on, and their csv/npz); a model with none of them gets "not measured here",
-never a figure. No gradio and no tensors: the session and the UI call these and show the text.
+Everything here is read from the model's directory (hermes.json, where training writes what the
+model was trained on and the templates it answers, tiny/card.py; README.md, quoted as written;
+tokenizer.json; safetensors headers) and the committed results (analysis/results/*.md naming
+the model they were measured on, and their csv/npz); a model with none of them gets "not
+measured here", never a figure. Whether a study shows the paper's split is judged by
+hermes.studies.mechanistic.split, why a question has no ground truth now by
+hermes.shapestream.why_not; this module only words them. No gradio and no tensors: the session
+and the UI call these and show the text.
 """
 
 from __future__ import annotations
@@ -30,14 +34,22 @@ import numpy as np
 
 from app.study import RESULTS
 from hermes.backbones import BUNDLED_MODELS, HERMES_JSON
-from hermes.shapestream import CATEGORIES, SHAPES, TEMPLATES, answer, by_shape, template_of
-from hermes.studies.mechanistic import RECENT, Study
+from hermes.shapestream import CATEGORIES, SHAPES, TEMPLATES, answer, template_of, why_not
+from hermes.studies.mechanistic import (
+    RECENT,
+    Study,
+    counted,
+    layers_text,
+    split,
+    split_sentence,
+    tier_layers,
+    tier_mean,
+)
 
 PAPER_FINDING = ("The HERMES paper (arXiv 2601.14724, section 3) reports, for LLaVA-OneVision with a FIFO cache of "
                  "6K video tokens per layer over 300 questions: shallow layers attend mostly to the newest frames "
                  "(a short-term memory) and deep layers to a few anchor frames across the stream (a long-term "
                  "memory). That is the paper's finding on its models, not a measurement of this one.")
-SPLIT_MARGIN = 0.05  # the paper's split shows when the shallow tier's recent share beats the deep tier's by this
 BOUND = 2 * RECENT  # a layer is recency-bound when twice an even share of its video attention is on the newest 10%
 RANDOM_MODELS = ("random-tiny", "random-ov-0.5b")
 _RESULT_LINE = re.compile(r"`python -m analysis\.(\w+)( --quick)?` with `([^`]+)`")
@@ -71,12 +83,13 @@ class Measured:
     n_questions: int
     budget: int  # FIFO tokens per layer
     where: str  # markdown: which measurement (a committed file, or the Study tab on a stream)
+    asked: str = "question"  # what was measured each time (Study.asked: "local pseudo-query" when one stood in)
 
 
 def measured(study: Study, model: str, where: str) -> Measured:
     """The numbers of a hermes.studies.mechanistic Study (e.g. the Study tab's run)."""
     return Measured(model, tuple(float(x) for x in study.recent_share), tuple(study.tiers), int(study.n_questions),
-                    int(study.edges[-1]), where)
+                    int(study.edges[-1]), where, study.asked)
 
 
 def committed_study(model: str, results: Path = RESULTS) -> Measured | None:
@@ -92,20 +105,11 @@ def committed_study(model: str, results: Path = RESULTS) -> Measured | None:
 
 
 def paper_split(m: Measured) -> bool | None:
-    """Does the measurement show the paper's split (shallow layers more recency-bound than deep
-    ones, by SPLIT_MARGIN, as hermes.studies.mechanistic.reading judges it)? None without both tiers."""
-    share, tiers = np.array(m.recent_share), np.array(m.tiers)
-    if not (tiers == "shallow").any() or not (tiers == "deep").any():
-        return None
-    return bool(share[tiers == "shallow"].mean() > share[tiers == "deep"].mean() + SPLIT_MARGIN)
-
-
-def _layers(idx: Iterable[int]) -> str:
-    idx = [int(i) for i in idx]
-    if len(idx) == 1:
-        return f"layer {idx[0]}"
-    return f"layers {idx[0]}-{idx[-1]}" if idx == list(range(idx[0], idx[-1] + 1)) else "layers " + ", ".join(
-        map(str, idx))
+    """Does the measurement show the paper's split, as hermes.studies.mechanistic.split judges it
+    (the one judgement)? None without a measured shallow and deep tier; False when it shows
+    another split, none, or rests on too few questions to call one."""
+    verdict = split(m.recent_share, m.tiers, m.n_questions)
+    return None if verdict is None else verdict == "paper"
 
 
 def findings(model: str, m: Measured | None) -> str:
@@ -115,27 +119,22 @@ def findings(model: str, m: Measured | None) -> str:
         return (f"**{model}'s layers: not measured here.** No committed mechanistic study names this model; "
                 "run the Study tab on a stream to measure where each of its layers looks.\n\n"
                 f"*{PAPER_FINDING}*")
-    share, tiers = np.array(m.recent_share), np.array(m.tiers)
-    bound = [int(i) for i in np.argsort(-share, kind="stable") if share[i] >= BOUND]
+    share, tiers = np.array(m.recent_share, dtype=np.float64), np.array(m.tiers)
+    bound = [int(i) for i in np.argsort(-share, kind="stable") if share[i] >= BOUND]  # NaN is never bound
     tier_of = [f"{i} ({tiers[i]}, {share[i]:.0%})" for i in bound]
-    by_tier = "; ".join(f"{name} {_layers(np.flatnonzero(tiers == name))} {share[tiers == name].mean():.0%}"
-                        for name in ("shallow", "middle", "deep") if (tiers == name).any())
-    lines = [f"**{model}'s layers, measured** by {m.where}: {m.n_questions} questions on a FIFO cache of "
+    means = {name: (idx, tier_mean(share, idx)) for name, idx in tier_layers(m.tiers).items()}
+    by_tier = "; ".join(f"{name} {layers_text(idx)} " + ("not measured" if np.isnan(x) else f"{x:.0%}")
+                        for name, (idx, x) in means.items())
+    unmeasured = np.flatnonzero(np.isnan(share))
+    lines = [f"**{model}'s layers, measured** by {m.where}: {counted(m.n_questions, m.asked)} on a FIFO cache of "
              f"{m.budget} tokens per layer. An even spread puts {RECENT:.0%} of a layer's video attention on the "
              f"newest {RECENT:.0%} of its tokens; "
              + (f"the layers with at least {BOUND:.0%} there are " + ", ".join(tier_of) if bound else
                 f"no layer puts {BOUND:.0%} or more there")
-             + f". Mean per tier: {by_tier}."]
-    split = paper_split(m)
-    if split is None:
-        lines.append("With no shallow and deep tier both set, the measurement cannot be set against the paper's "
-                     "split.")
-    elif split:
-        lines.append("This measurement shows the paper's split: here too the shallow layers look most at the newest "
-                     "frames and the deep layers further back.")
-    else:
-        lines.append("This measurement does not show the split the paper reports (below): here the shallow tier "
-                     "is not more recency-bound than the deep tier.")
+             + f". Mean per tier: {by_tier}"
+             + (f" ({layers_text(unmeasured)} left out: no attention reached its video tokens, so never measured)"
+                if len(unmeasured) else "") + ".",
+             split_sentence(share, m.tiers, m.n_questions, m.asked)]
     return " ".join(lines) + f"\n\n*{PAPER_FINDING}*"
 
 
@@ -257,12 +256,14 @@ def card(model: str, results: Path = RESULTS) -> Card:
     params = parameter_count(directory)
     trained = _sentences(readme, r"\btrained\b")
     knows = _sentences(readme, r"\bknows\b")
-    on = re.search(r"\btrained\b[^.]*?\bon ([A-Z]\w+)", " ".join(trained))
+    on, answers = settings.get("trained_on"), settings.get("answers")  # written by training (tiny/card.py)
+    on = on if isinstance(on, str) and on.strip() else None
+    answers = [a for a in answers if isinstance(a, str)] if isinstance(answers, list) else []
     metrics = {k: v for k, v in settings.get("metrics", {}).items() if k in (*CATEGORIES, "all")}
     shapestream = bool(metrics) or bool(accuracy)
 
     facts = [f"{params / 1e6:.2f}M parameters" if params else "",
-             f"trained on {on.group(1)}" if on else "training data not stated in its directory",
+             f"trained on {on}" if on else "training data not stated in its directory",
              f"reads only its {len(words)} words" if words is not None else ""]
     summary = f"**{model}**: " + ", ".join(f for f in facts if f) + ". "
     if accuracy:
@@ -274,16 +275,21 @@ def card(model: str, results: Path = RESULTS) -> Card:
     if shapestream:
         summary += "Answers to other questions, or about other videos, were never measured."
 
-    details = [f"**Trained on.** {' '.join(trained)}" if trained else
-               "**Trained on.** Its directory does not say (no README.md sentence about training)."]
+    said = f" Its card says: {' '.join(trained)}" if trained else ""
+    details = [f"**Trained on.** {on} (its {HERMES_JSON}).{said}" if on else
+               f"**Trained on.** Its directory does not say (no `trained_on` in its {HERMES_JSON}).{said}"]
     can = []
+    if answers:
+        category = {t.name: t.category for t in TEMPLATES}
+        names = "; ".join(f"*{a}*" + (f" ({category[a]})" if a in category else "") for a in answers)
+        x = f"; X is one of ShapeStream's shapes: {', '.join(SHAPES)}" if set(answers) & set(category) else ""
+        can.append(f"Trained to answer {len(answers)} question template{'s' if len(answers) > 1 else ''} only "
+                   f"(its {HERMES_JSON}{x}): {names}.")
     if knows:
         can.append("Its card says: " + " ".join(knows))
     if shapestream:
-        names = "; ".join(f"*{t.name}* ({t.category})" for t in TEMPLATES)
-        can.append(f"Measured on ShapeStream's question templates only, about its shapes ({', '.join(SHAPES)}): "
-                   f"{names}. On any other question or video its answer is still one of its words, with no "
-                   "measured accuracy.")
+        can.append("Its accuracy was measured on ShapeStream's question templates only; on any other question or "
+                   "video its answer is still one of its words, with no measured accuracy.")
     if words is not None:
         can.append(f"Word-level tokenizer: a word outside its {len(words)} reaches it as `<unk>` (an unknown "
                    "token) and is flagged before you ask.")
@@ -337,29 +343,14 @@ class Truth:
 def ground_truth(world: list | None, question: str, t: float) -> Truth:
     """The answer from a ShapeStream world's event log at time `t`, or why there is none: the
     video has no event log, the question is not one of ShapeStream's templates, or it does not
-    apply now (a shape not on screen, not appeared yet, named twice)."""
+    apply now (hermes.shapestream.why_not says why: a shape not on screen, not appeared yet,
+    named twice)."""
     if world is None:
         return Truth(None, "none for this video (only the ShapeStream examples carry an event log to check against)")
-    found = template_of(question)
-    if found is None:
+    if template_of(question) is None:
         return Truth(None, "none: not one of ShapeStream's question templates (see the model card)")
-    result = answer(world, question, t)
-    if result is not None:
-        return Truth(result[0])
-    template, shapes = found
-    why = f"it has no answer from the frames up to {t:.1f} s"
-    for shape in shapes:
-        o = by_shape(world, shape)
-        if o is None or o.appear > t:
-            why = f"the {shape} has not appeared by {t:.1f} s"
-            break
-        if "now" in template.ask.split() and not o.visible(t):
-            why = f"the {shape} is not on the screen at {t:.1f} s"
-            break
-    else:
-        if len(shapes) == 2 and shapes[0] == shapes[1]:
-            why = f"it names the {shapes[0]} twice"
-    return Truth(None, f"not applicable now: {why}")
+    why = why_not(world, question, t)
+    return Truth(answer(world, question, t)[0]) if why is None else Truth(None, f"not applicable now: {why}")
 
 
 def valid_questions(world: list | None, questions: Iterable[str], t: float | None) -> list[str]:

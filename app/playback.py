@@ -3,6 +3,8 @@
     playback = Playback(source.frames(fps=2.0, max_size=(1920, 1080)), fps=2.0)
     frames, times = playback.due(playhead=12.5, limit=64)   # decoded frames with time <= playhead
     for frames, times in playback.batches(12.5, limit=64, size=4): ...   # the same, a few at a time
+    playback.report(check_report(stream=7, player="paused"), 12.5)      # what the page's player said
+    playback.state                                          # "playing", "stopped" or "ended"
     playback.behind(ingested_s)                             # how far ingest lags the player
     t = playback.webcam_time(time.monotonic())              # a webcam frame's time, None if not due
 
@@ -16,18 +18,34 @@ comes from the browser or the API: it must be a finite number of seconds >= 0
 (`check_playhead`; NaN or infinity would fast-forward the whole file). The webcam:
 frames are timed by the wall clock from the first one and sampled at `fps`. No engine and
 no gradio here.
+
+Stop and resume: `pause` (the Stop button, or the page's player reporting "paused") stops
+reading until the page's player reports "playing" (or "ended") again; a stopped stream is
+not an ended one. Seeks: memory holds a prefix of the stream, always. The playhead that
+paces ingest is the furthest time the player reached (`playhead`); the player's own time
+(`player_s`) may be behind it after a seek back (memory cannot un-see: ingest continues
+from where it is when the player gets there). A seek forward is caught up: the frames in
+between are read too, at most `limit` a call, and `seek` keeps where the player jumped
+from and to, for the status line. Which stream a report is about is the page's business
+(app.session compares `PlayerReport.stream` with its own).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
 from app.sources import Frames
-from hermes.errors import VideoError, check_number
+from hermes.errors import HermesError, VideoError, check_choice, check_number
 
 MAX_PLAYHEAD_S = 1e6  # far beyond any accepted video (Settings.max_video_s); the player never reports more
+# what the page's player says at a tick (app.ui PLAYHEAD_JS): "loading" (no picture yet, e.g. a new
+# source arriving) and "none" (no player on the page) change nothing; "seeked" may follow a state
+PLAYER_STATES = ("playing", "paused", "ended", "loading", "none")
+SEEKED = "seeked"
+MAX_STREAM_ID = 2**53  # a stream id, as a browser's number holds it exactly
 
 
 def check_playhead(playhead: object) -> float:
@@ -39,11 +57,41 @@ def check_playhead(playhead: object) -> float:
     return float(playhead)
 
 
+@dataclass(frozen=True)
+class PlayerReport:
+    """What the page's player said at a tick: which stream it was restarted for (-1: none yet),
+    its state (one of PLAYER_STATES) and whether it jumped (seeked) since the last tick."""
+
+    stream: int
+    state: str
+    seeked: bool = False
+
+
+def check_report(stream: object, player: object) -> PlayerReport:
+    """The page's report from its raw values (a number and "STATE" or "STATE seeked"); anything
+    else raises HermesError naming what is wrong."""
+    check_number("the player's stream id", stream, -1, MAX_STREAM_ID)  # a page's number may come as 3.0
+    if stream != int(stream):
+        raise HermesError(f"the player's stream id must be a whole number, got {stream!r}")
+    if not isinstance(player, str):
+        raise HermesError(f"the player's state must be text, got {type(player).__name__}")
+    state, *rest = player.split() or [""]
+    check_choice("the player's state", state, PLAYER_STATES)
+    if rest not in ([], [SEEKED]):
+        raise HermesError(f"the player's state must be one of {', '.join(PLAYER_STATES)}, optionally followed by "
+                          f"{SEEKED!r}; got {player[:40]!r}")
+    return PlayerReport(int(stream), state, bool(rest))
+
+
 class Playback:
     def __init__(self, frames: Frames | None, fps: float) -> None:
         self.frames = frames  # the source's decoded (frame, time) pairs; None: nothing left to read
         self.fps = fps
-        self.playhead = 0.0  # the furthest time the player has reported
+        self.playhead = 0.0  # the furthest time the player has reported: ingest reads up to it
+        self.player_s: float | None = None  # the page's player's own time at its last report
+        self.stopped = False  # paused (Stop, or the player paused): nothing is read until it plays again
+        self.seek: tuple[float, float] | None = None  # the player's last jump forward: (from, to) seconds
+        self.waiting = False  # the page's player still plays another stream: not restarted for this one yet
         self.ended = False
         self.notice = ""  # why reading stopped early, if it did
         self._held: tuple[np.ndarray, float] | None = None  # decoded, not yet due
@@ -55,11 +103,43 @@ class Playback:
         """True while the file has frames left to read."""
         return self.frames is not None
 
+    @property
+    def state(self) -> str:
+        """"ended" (nothing left to read, or reading broke), "stopped" (paused: resumes when the
+        player plays), "waiting" (for the page's player to restart on this stream) or "playing"."""
+        return "ended" if self.ended else "stopped" if self.stopped else "waiting" if self.waiting else "playing"
+
+    @property
+    def player_time(self) -> float:
+        """Where the player is: its own time at its last report, else the furthest playhead (an API caller)."""
+        return self.playhead if self.player_s is None else self.player_s
+
+    def other_stream(self) -> None:
+        """The page's player reported a time of another stream (the video before a restart, or a
+        tick sent before it): until this stream's player has reported, the stream is waiting for it."""
+        self.waiting = self.player_s is None and self.reading
+
+    def report(self, report: PlayerReport, playhead: float) -> None:
+        """The page's player at a tick, at `playhead` seconds (checked), about this stream: a
+        pause stops reading, a play resumes it; a jump forward past the furthest playhead is kept
+        as `seek`."""
+        t = check_playhead(playhead)
+        self.waiting = False
+        if report.state in ("loading", "none"):
+            return
+        if report.seeked and t > self.playhead + 1.0 / self.fps:
+            self.seek = (self.player_time, t)
+        self.player_s = t
+        self.stopped = report.state == "paused" and not self.ended
+
     def due(self, playhead: float, limit: int) -> tuple[list[np.ndarray], list[float]]:
-        """Up to `limit` frames with time <= playhead, in order, with their times."""
-        self.playhead = max(self.playhead, check_playhead(playhead))
+        """Up to `limit` frames with time <= playhead, in order, with their times (none while stopped)."""
+        playhead = check_playhead(playhead)
         frames: list[np.ndarray] = []
         times: list[float] = []
+        if self.stopped:
+            return frames, times
+        self.playhead = max(self.playhead, playhead)
         while self.frames is not None and len(frames) < limit:
             if self._held is None:
                 try:
@@ -88,7 +168,11 @@ class Playback:
             limit -= len(frames)
             yield frames, times
 
-    def stop(self, notice: str = "") -> None:
+    def pause(self) -> None:
+        """Stop reading until the player plays again (Stop); what was read stays. No effect once ended."""
+        self.stopped = not self.ended
+
+    def end(self, notice: str = "") -> None:
         """Read nothing more; the stream counts as ended (`notice`: why, for the status line)."""
         self._end(notice)
 
@@ -112,4 +196,5 @@ class Playback:
         self.frames = None
         self._held = None
         self.ended = True
+        self.stopped = False
         self.notice = notice or self.notice

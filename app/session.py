@@ -10,19 +10,25 @@ No gradio and no tensors here: the UI calls these methods and draws what they re
     s.study(budget=256)                      # the mechanistic study on the stream so far
 
 Which frames are due comes from app.playback (bounded work per call; `behind_s` in the
-status says how far ingest lags), what plays and its checks from app.sources. An answer
+status says how far ingest lags; a stop is a pause the player's play resumes), what plays and
+its checks from app.sources. Every start (play, upload, Apply, webcam) is a new stream with a
+new `stream` id; the page's player reports the id it was restarted for, and `advance` ignores
+a time reported for another stream (the old video's, before the restart). An answer
 covers the complete chunks in memory (frames of a partial chunk wait for it to fill, as in
 training); the ground truth is taken at the last frame in memory.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from contextlib import closing
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,9 +37,10 @@ import numpy as np
 
 import hermes
 from app import model_card, render, sources
-from app.playback import Playback, check_playhead
-from app.settings import Controls, Settings
+from app.playback import Playback, PlayerReport, check_playhead
+from app.settings import MAX_BUDGET_FRAMES, STUDY_FRAMES, Controls, Settings
 from app.sources import Source
+from app.study import frames_held, span_text
 from hermes.backbones import Backbone, load_backbone
 from hermes.errors import HermesError
 from hermes.inputs import check_question
@@ -48,6 +55,9 @@ if TYPE_CHECKING:
 # store would then import sessions and sessions the store.
 _BACKBONES: dict[str, Backbone] = {}
 _BACKBONES_LOCK = threading.Lock()
+# every start of a source (a play, an upload, Apply, the webcam) is a new stream, with an id no
+# other start in this process has had: the page's player says which stream its time belongs to
+_STREAM_IDS = itertools.count(1)
 
 
 def shared_backbone(model: str, allowed: list[str]) -> Backbone:
@@ -114,14 +124,17 @@ class Session:
         self.touched = time.monotonic()
         self.source: Source | None = None
         self.controls = controls or Controls(model=settings.models[0])
-        self.chat: list[dict] = []  # {"question", "time", "answers": {policy: text}, "ttft_ms", "truth", "truth_note",
-        #                             "notes"}: truth None with truth_note saying why; notes: warnings (unknown words)
+        self.chat: list[dict] = []  # {"question", "time", "player_s", "answers": {policy: text}, "ttft_ms", "truth",
+        #                             "truth_note", "notes"}: time: the newest frame in memory, which the answer is
+        #                             about; player_s: where the player was; truth None with truth_note saying
+        #                             why; notes: warnings (unknown words)
         self.studied: model_card.Measured | None = None  # the Study tab's last measurement (app.model_card.findings)
         self.files = sources.SessionFiles()  # the folder this session owns: its uploads, deleted by close()
         self.upload: Path | None = None  # the session's copy of the upload playing, if one is
         self.lanes = self._lanes(self.controls)
         self.times: list[float] = []  # time of every ingested frame, by stream index
         self.playback = Playback(None, self.controls.fps)
+        self.stream = 0  # the id of the stream playing (a new one at every start; 0: none yet)
 
     # ---- set-up -------------------------------------------------------------------------
     def _lanes(self, controls: Controls) -> list[Lane]:
@@ -149,6 +162,7 @@ class Session:
         self.source = source
         self.times = []
         self.chat = []
+        self.stream = next(_STREAM_IDS)
         self.playback = Playback(source.frames(self.controls.fps, self.settings.decode_max_size), self.controls.fps)
         return source
 
@@ -185,9 +199,10 @@ class Session:
             return self._start(sources.webcam())
 
     def stop(self) -> dict:
-        """Stop ingesting the current source; everything already in memory stays."""
+        """Stop ingesting the current source until the page's player plays again (a stop is a
+        pause, not an end: see app.playback); everything already in memory stays."""
         with self.lock:
-            self.playback.stop()
+            self.playback.pause()
             return self.status()
 
     def busy(self) -> bool:
@@ -201,7 +216,7 @@ class Session:
     def close(self) -> None:
         """Free the session: delete its folder (its copies of uploads) and nothing else."""
         with self.lock:
-            self.playback.stop()
+            self.playback.end()
             self.files.close()
             self.upload = None
 
@@ -213,13 +228,22 @@ class Session:
                 lane.record(event)
         self.times += times
 
-    def advance(self, playhead: float) -> dict:
-        """Ingest every frame with time <= playhead (bounded work per call); returns status."""
+    def advance(self, playhead: float, report: PlayerReport | None = None) -> dict:
+        """Ingest every frame with time <= playhead (bounded work per call); returns status.
+        `report`: the page's player (app.playback.check_report): a time that belongs to another
+        stream (the video before a restart, or a tick sent before it) is ignored, and the
+        player's pause, play and seeks are taken into account. Without one (an API caller), the
+        playhead alone paces ingest."""
         with self.lock:
             self.touched = time.monotonic()
             playhead = check_playhead(playhead)  # a bad playhead is refused; the stream goes on
+            if report is not None:
+                if report.stream != self.stream:  # not this stream's player (yet): read nothing
+                    self.playback.other_stream()
+                    return self.status()
+                self.playback.report(report, playhead)
             was_reading = self.playback.reading
-            limit = self.controls.chunk_frames * self.settings.max_chunks_per_tick
+            limit = self.per_tick()
             try:
                 for frames, times in self.playback.batches(playhead, limit, self.settings.ingest_batch):
                     self._ingest(frames, times)  # a few full-resolution frames at a time
@@ -229,11 +253,15 @@ class Session:
                             lane.record(event)
             except Exception as err:  # e.g. the model's positions are used up: retrying would fail on every
                 why = str(err) if isinstance(err, HermesError) else type(err).__name__  # tick, so read no more
-                self.playback.stop(notice=f"ingest stopped: {why}")
+                self.playback.end(notice=f"ingest stopped: {why}")
                 if isinstance(err, HermesError):
                     raise HermesError(f"ingest stopped: {err}. What is in memory stays and can be asked about") from err
                 raise
             return self.status()
+
+    def per_tick(self) -> int:
+        """The most frames one call of `advance` reads (bounded work per tick)."""
+        return self.controls.chunk_frames * self.settings.max_chunks_per_tick
 
     def add_webcam_frame(self, frame: np.ndarray) -> dict:
         """One webcam frame (RGB uint8), timed by the wall clock, downscaled, sampled at fps."""
@@ -251,10 +279,6 @@ class Session:
         """Time of the newest frame in the (first) engine's cache."""
         events = self.lanes[0].events
         return events[-1].t_end if events else None
-
-    def ground_truth(self, question: str) -> str | None:
-        """The answer from a ShapeStream example's event log at the newest frame in memory."""
-        return self.truth(question).answer
 
     def truth(self, question: str) -> model_card.Truth:
         """The ground truth at the newest frame in memory, or why there is none (no event log, not
@@ -291,8 +315,8 @@ class Session:
                 raise HermesError("nothing is in memory yet: start a video or the webcam and wait for the "
                                   f"first chunk ({self.controls.chunk_frames} frames), then ask")
             truth, unknown = self.truth(question), self.unknown_words(question)
-            entry = {"question": question, "time": self.memory_time(), "truth": truth.answer,
-                     "truth_note": truth.note, "answers": {}, "ttft_ms": {},
+            entry = {"question": question, "time": self.memory_time(), "player_s": round(self.playback.player_time, 2),
+                     "truth": truth.answer, "truth_note": truth.note, "answers": {}, "ttft_ms": {},
                      "notes": [model_card.unknown_words_note(self.controls.model, unknown)] if unknown else []}
             self.chat.append(entry)
             for lane in self.lanes:
@@ -304,13 +328,32 @@ class Session:
                 entry["ttft_ms"][lane.policy] = round(lane.engine.last_answer.ttft_s * 1e3, 1)
             yield entry
 
+    def accuracy(self) -> tuple[dict[str, tuple[int, int]], int]:
+        """The running accuracy per policy over the chat's questions with a ground truth (a
+        ShapeStream example's): ({policy: (right, graded)} for every lane's policy, and on how many
+        questions both policies were graded and their verdicts differ). Graded by
+        app.render.verdicts, i.e. hermes.shapestream.grade, as the accuracy study grades; an
+        answer still being written is not counted. Reads the chat without the lock (an answer
+        in progress holds it), from a copy."""
+        scores = {lane.policy: [0, 0] for lane in list(self.lanes)}
+        disagree = 0
+        for entry in list(self.chat):
+            graded = render.verdicts(entry)
+            for policy, right in graded.items():
+                score = scores.setdefault(policy, [0, 0])
+                score[0] += int(right)
+                score[1] += 1
+            disagree += len(graded) > 1 and len(set(graded.values())) > 1
+        return {policy: (k, n) for policy, (k, n) in scores.items()}, disagree
+
     # ---- study ----------------------------------------------------------------------------
     def study(self, budget: int | None = None, bins: int = 32) -> Study:
         """hermes.studies.mechanistic on this session's stream so far: the file is decoded again
-        up to the newest frame in memory and streamed through a FIFO cache of `budget` tokens
-        per layer (default: the session's budget); the chat's questions are asked where they
-        were asked, with the example's suggested questions up to now (when there are none, or
-        none came after the window filled: the model's local pseudo-query after every chunk).
+        up to the newest frame in memory, as it was played, and streamed through a FIFO cache of
+        `budget` tokens per layer (default: the session's budget), a few frames at a time (its
+        memory does not grow with the stream's length); the chat's questions are asked where
+        they were asked, with the example's suggested questions up to now (when there are none,
+        or none came after the window filled: the model's local pseudo-query after every chunk).
         Raises HermesError with what to do when it cannot run."""
         with self.lock:
             source, seen, controls = self.source, self.memory_time(), self.controls
@@ -326,19 +369,25 @@ class Session:
                 raise HermesError(f"the study's budget must be 16-65536 tokens per layer, got {budget}")
             questions = [(float(e["time"]), e["question"]) for e in self.chat]
             questions += [(float(q["time"]), q["question"]) for q in source.suggestions if float(q["time"]) <= seen]
-        frames, times = source.frames_until(seen, controls.fps, self.settings.study_max_size)
-        chunk, local = controls.chunk_frames, backbone.pseudo_queries["local"]
-        every_chunk = [(times[i], local) for i in range(chunk - 1, len(times), chunk)]
-        profiles, summaries = study_stream(backbone, frames, times, questions or every_chunk, budget, bins, chunk)
-        if not profiles and questions:  # asked before the window filled: the pseudo-query after every chunk
-            profiles, summaries = study_stream(backbone, frames, times, every_chunk, budget, bins, chunk)
+            held = bisect.bisect_right(self.times, seen + 1e-6) * backbone.tokens_per_frame
+
+        def measured(asked: list[tuple[float, str]], every_chunk: str | None = None) -> tuple[list, list]:
+            with closing(source.frames_until(seen, controls.fps, self.settings.decode_max_size)) as frames:
+                return study_stream(backbone, frames, asked, budget, bins, controls.chunk_frames,
+                                    every_chunk=every_chunk)
+
+        profiles, summaries = measured(questions) if questions else ([], [])
+        what = "question"
+        if not profiles:  # no questions, or asked before the window filled: the pseudo-query after every chunk
+            profiles, summaries = measured([], every_chunk=backbone.pseudo_queries["local"])
+            what = "local pseudo-query"
         if not profiles:
-            held = len(frames) * backbone.tokens_per_frame
             raise HermesError(f"no question found the FIFO cache full: the stream so far holds {held} video tokens, "
                               f"and the study needs more than the budget ({budget}) before a question; play further "
                               "or choose a smaller budget")
         tiers = hermes_tiers(backbone.n_layers, shallow_ratio=controls.shallow_ratio, deep_ratio=controls.deep_ratio)
         study = summarise(profiles, summaries, distance_edges(budget, bins), backbone.tokens_per_frame, tiers)
+        study.asked = what  # the reading and the finding say what was measured
         self.studied = model_card.measured(study, controls.model, f"the Study tab on {source.name} up to {seen:.1f} s")
         return study
 
@@ -349,6 +398,18 @@ class Session:
         controls = controls or self.controls
         backbone = shared_backbone(controls.model, self.settings.models)
         return f"{controls.budget_text(backbone.tokens_per_frame, backbone.chunk_tokens)}, {controls.model}"
+
+    def study_budget(self, tokens: int | None = None) -> tuple[int, int, str]:
+        """The Study tab's FIFO budget for the loaded model: (its default, STUDY_FRAMES frames in
+        tokens per layer; the most the tab offers, MAX_BUDGET_FRAMES frames; what `tokens`, default
+        the default, covers in frames and seconds: app.study.span_text)."""
+        controls = self.controls
+        per_chunk = shared_backbone(controls.model, self.settings.models).chunk_tokens
+        default, most = (replace(controls, budget_frames=n).budget_tokens(per_chunk)
+                         for n in (STUDY_FRAMES, MAX_BUDGET_FRAMES))
+        tokens = default if tokens is None else int(tokens)
+        return default, most, span_text(tokens, frames_held(tokens, per_chunk, controls.chunk_frames), controls.fps,
+                                        controls.model)
 
     def questions(self, lane: int = 0) -> list[QuestionEvent]:
         return list(self.lanes[lane].engine.questions) if lane < len(self.lanes) else []
@@ -362,6 +423,9 @@ class Session:
                 "playhead_s": round(playback.playhead, 2), "ingested_s": round(ingested, 2),
                 "frames": len(self.times), "pending_frames": stats["pending_frames"], "chunks": len(lane.events),
                 "behind_s": round(playback.behind(ingested), 2), "ended": playback.ended, "notice": playback.notice,
+                "memory_s": self.memory_time(), "state": playback.state, "player_s": round(playback.player_time, 2),
+                "stream": self.stream,
+                "seek": list(playback.seek) if playback.seek else None, "per_tick": self.per_tick(),
                 "kv_bytes": stats["kv_bytes"], "cache_lengths": stats["cache_lengths"],
                 "policies": [ln.policy for ln in self.lanes], "model": stats["model"], "device": stats["device"],
                 "dtype": stats["dtype"]}

@@ -22,9 +22,8 @@ which is that many seconds at the sampling rate.
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -44,7 +43,9 @@ POLICY_KNOBS = ("shallow_ratio", "deep_ratio", "smoothing", "summary")  # hermes
 # question: 32 frames a layer (16 s at 2 fps; 6272 tokens of LLaVA-OneVision, the paper's ~6000)
 APP_BUDGET_FRAMES = 32
 MAX_BUDGET_FRAMES = 128  # 25,088 tokens of LLaVA-OneVision: with a 16-frame chunk on top, within 32,768 positions
-STUDY_BUDGET = 256  # tokens per layer of the Study tab's FIFO cache (the mechanistic study's default)
+# the Study tab's FIFO cache starts at this many frames of the loaded model, as the live one: 16 s at 2 fps
+# (514 tokens per layer of hermes-tiny, as its committed study's 512; 6272 of LLaVA-OneVision, the paper's ~6K)
+STUDY_FRAMES = APP_BUDGET_FRAMES
 APP_FPS = 2.0  # the bundled examples are rendered for 2-fps sampling (the engine reads files at 1 fps)
 TELEMETRY_QUERIES = ("global", "local")  # the attention map offers both views for every policy (ATTENTION_VIEWS)
 
@@ -60,8 +61,10 @@ def panel_number(name: str, value: object, whole: bool = False) -> int | float:
     """A number from the panel or the API: finite (never NaN or infinity), and a whole number
     when `whole`; raises HermesError naming `name` otherwise. Ranges are checked where the
     number is used (Controls, the engine's config, the study)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise HermesError(f"{name} must be a finite number, got {value!r}")
+    try:  # check_number's test of a number (not a bool, not NaN), within the finite floats
+        check_number(name, value, -sys.float_info.max, sys.float_info.max)
+    except HermesError:
+        raise HermesError(f"{name} must be a finite number, got {value!r}") from None
     if whole:
         if value != int(value):
             raise HermesError(f"{name} must be a whole number, got {value!r}")
@@ -97,13 +100,17 @@ class Settings:
     upload_claim_s: int = 600  # an upload is registered by the first session within this long of arriving
     max_side_px: int = 4096  # uploads with a larger frame side are refused
     decode_max_size: tuple[int, int] = MAX_SIZE  # (long, short) side: larger frames are scaled down to fit, once
-    study_max_size: tuple[int, int] = (512, 512)  # the study holds the whole stream in memory at once
+    exports_kept: int = 3  # a session's newest exports kept on disk (older ones, and all at its end, deleted)
     ingest_batch: int = 4  # frames decoded and handed to the engines at a time (bounds full-resolution memory)
     max_question_chars: int = 500
     max_new_tokens: int = 16
     max_chunks_per_tick: int = 4  # bounds one timer tick's work; the rest is reported as "behind"
     tick_s: float = 0.5
     webcam_size: int = MAX_SIZE[0]  # webcam frames with a longer side are downscaled before ingest
+    # glibc malloc arenas for the server (app.py; MALLOC_ARENA_MAX, when set, wins; 0: glibc's own, 8 a core) and
+    # whether freed sessions' memory is handed back (malloc_trim): analysis/bench_memory measures both
+    malloc_arenas: int = field(default_factory=lambda: _env_int("HERMES_MALLOC_ARENAS", 2))
+    trim_memory: bool = field(default_factory=lambda: _env_int("HERMES_TRIM_MEMORY", 1) != 0)
 
     @property
     def idle_text(self) -> str:

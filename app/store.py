@@ -19,7 +19,11 @@ makes room as soon as someone has gone idle, and counts as activity.
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import gc
 import ipaddress
+import logging
 import threading
 import time
 
@@ -27,6 +31,7 @@ from app.session import Session
 from app.settings import Settings
 from hermes.errors import HermesError
 
+LOG = logging.getLogger("hermes.studio")
 LOCAL = "127.0.0.1"  # the client of a Python caller (tests, notebooks): the local machine
 
 
@@ -45,9 +50,13 @@ def client_address(peer: str | None, forwarded_for: str | None, hops: int) -> st
     many proxies in front of the app are trusted to append to it (1 on a Space). Each such
     proxy appends the address it saw, so the entry `hops` from the right is the client, and
     anything to its left is what the client itself claimed (ignored). With hops=0 the header
-    is ignored. IPv6 clients are keyed by their /64 (one household or host holds a whole /64)."""
+    is ignored, and the first request that carries one logs a warning (the app is likely behind
+    a proxy nobody counted: every visitor would then be the proxy's address). IPv6 clients are
+    keyed by their /64 (one household or host holds a whole /64)."""
     address = peer or "unknown"
     entries = [e.strip() for e in (forwarded_for or "").split(",") if e.strip()]
+    if hops <= 0 and entries:
+        warn_forwarded_ignored()
     if hops > 0 and entries:
         address = entries[-hops] if len(entries) >= hops else entries[0]
     try:
@@ -60,6 +69,42 @@ def client_address(peer: str | None, forwarded_for: str | None, hops: int) -> st
         if not ip.is_loopback:
             return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
+
+
+@functools.cache  # once per process (cache_clear() to warn again)
+def warn_forwarded_ignored() -> None:
+    """Log, once, that X-Forwarded-For arrived while no proxy is trusted (HERMES_PROXY_HOPS=0)."""
+    LOG.warning("a request carries X-Forwarded-For but HERMES_PROXY_HOPS is 0: the header is ignored, and every "
+                "client is the connecting address. Behind a proxy (a Space, a reverse proxy) all visitors then share "
+                "one address, its per-client cap and its sessions: set HERMES_PROXY_HOPS to the number of proxies "
+                "that append to the header")
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library's symbols, when it is glibc (it has malloc_trim); None elsewhere."""
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+
+
+def limit_arenas(n: int) -> bool:
+    """At most `n` glibc malloc arenas from now on (M_ARENA_MAX; in effect for threads that have
+    none yet, so call it before the server's threads start). glibc's default, 8 a core, lets each
+    worker thread keep its own heap, whose freed pages it rarely returns. True if it was set."""
+    libc = _libc()
+    return bool(n > 0 and libc is not None and libc.mallopt(-8, n) == 1)  # -8: M_ARENA_MAX
+
+
+def release_memory() -> None:
+    """Hand the memory of freed sessions back to the system: collect reference cycles, then
+    have glibc return the free pages of every arena (malloc_trim; elsewhere only the collection)."""
+    gc.collect()
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def is_local(client: str) -> bool:
@@ -97,8 +142,6 @@ class SessionStore:
             session.touched = time.monotonic()  # a request for the session is activity
             return session
 
-    get = start  # the name earlier callers use: an explicit start
-
     def find(self, key: str, client: str = LOCAL) -> Session | None:
         """The session `key` if it exists and `client` started it (counts as activity); None
         otherwise. Never creates one."""
@@ -121,9 +164,9 @@ class SessionStore:
         with self._lock:
             if key not in self._sessions or (client is not None and self._owners[key] != client):
                 return False
-            session = self._sessions.pop(key)
+            freed = [self._sessions.pop(key)]
             del self._owners[key]
-        session.close()
+        self._release(freed)
         return True
 
     def sweep(self) -> None:
@@ -136,8 +179,15 @@ class SessionStore:
             freed = [self._sessions.pop(k) for k in idle]
             for k in idle:
                 del self._owners[k]
-        for session in freed:
-            session.close()
+        if freed:
+            self._release(freed)
+
+    def _release(self, freed: list[Session]) -> None:
+        """Close the sessions (their files go), and hand their memory back (settings.trim_memory)."""
+        while freed:
+            freed.pop().close()  # the last reference goes: what the session held is free now
+        if self.settings.trim_memory:
+            release_memory()
 
     def clients(self) -> int:
         """How many distinct clients hold sessions."""

@@ -1,15 +1,19 @@
-"""The Study tab's committed content: the analysis figures and their notes, read from disk.
+"""The Study tab's content: the analysis figures and their notes, read from disk, and what a
+study budget covers.
 
-    from app.study import committed
+    from app.study import committed, frames_held, span_text
     for fig in committed():          # mechanistic, efficiency, accuracy, ablations
         fig.title, fig.png, fig.notes
+    frames = frames_held(514, backbone.chunk_tokens, chunk_frames=16)     # 32
+    span_text(514, frames, fps=2.0, model="hermes-tiny")                  # "514 tokens per layer hold ..."
 
-Pure file reading (no gradio, no tensors). A figure that was never generated has png None
+Pure functions (no gradio, no tensors). A figure that was never generated has png None
 and a note saying which command makes it (`make figures` makes them all).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,3 +49,16 @@ def committed(results: Path = RESULTS) -> list[Figure]:
         else:
             out.append(Figure(name, title, None, f"Not generated yet: run `{command}` (or `make figures`)."))
     return out
+
+
+def frames_held(tokens: int, chunk_tokens: Callable[[int], int], chunk_frames: int) -> int:
+    """The frames a FIFO cache of `tokens` per layer holds when they arrive in chunks of
+    `chunk_frames` (chunk_tokens(n): the tokens a chunk of n frames adds, the backbone's)."""
+    whole, rest = divmod(int(tokens), chunk_tokens(chunk_frames))
+    return whole * chunk_frames + max((n for n in range(1, chunk_frames) if chunk_tokens(n) <= rest), default=0)
+
+
+def span_text(tokens: int, frames: int, fps: float, model: str) -> str:
+    """What a study budget covers, for the slider's help: the farthest back the study can see."""
+    return (f"{tokens:,} tokens per layer hold the newest {frames} frames of {model}, {frames / fps:g} s at "
+            f"{fps:g} fps: the farthest back the study sees. A question counts once the stream has filled it.")

@@ -49,7 +49,8 @@ from hermes.errors import HermesError
 from hermes.tokenizer import VIDEO_TOKEN, build_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BUNDLED_MODELS = {"hermes-tiny": REPO_ROOT / "assets" / "models" / "hermes-tiny"}
+BUNDLED_MODELS = {name: REPO_ROOT / "assets" / "models" / name for name in ("hermes-tiny", "hermes-smol")}
+TRAIN_COMMANDS = {"hermes-tiny": "python -m tiny.train", "hermes-smol": "python -m tiny.train --model smol"}
 HERMES_JSON = "hermes.json"  # optional per-model settings: system prompt, pseudo-query texts
 
 # The paper's pseudo-query texts (DESIGN section 1), used for models that ship none.
@@ -427,7 +428,7 @@ def load_backbone(model: str = "hermes-tiny", *, device: str = "auto", dtype: st
         if not (directory / "config.json").is_file():
             raise HermesError(
                 f"the bundled model {model!r} is not in {directory}; train it with "
-                "`python -m tiny.train`, or use model='random-tiny'"
+                f"`{TRAIN_COMMANDS[model]}`, or use model='random-tiny'"
             )
         source = str(directory)
     else:
@@ -436,11 +437,18 @@ def load_backbone(model: str = "hermes-tiny", *, device: str = "auto", dtype: st
             raise HermesError(f"{directory} is not a saved model directory (no config.json in it)")
         source = str(directory) if directory.exists() else model
         directory = directory if directory.exists() else None
+    attn = {"text_config": ATTENTION_NAME, "vision_config": "sdpa"}
+    base = _read_settings(directory).get("base")
+    if base:  # a committed part on a cached base (hermes-smol): hermes.smol joins them
+        from hermes.smol import load_composite
+
+        net, tokenizer = load_composite(directory, base, dtype, attn)
+        return _finish(model, net.to(device), tokenizer, directory, {})
     try:
         net = LlavaOnevisionForConditionalGeneration.from_pretrained(
             source,
             dtype=dtype,
-            attn_implementation={"text_config": ATTENTION_NAME, "vision_config": "sdpa"},
+            attn_implementation=attn,
             use_safetensors=True,  # never unpickle weights
             trust_remote_code=False,
         )

@@ -17,7 +17,8 @@ Question categories (DESIGN section 5): real-time perception (what is on screen 
 backward tracing (evidence in the past), counting (how many so far), temporal order
 (did X come before Y). A question at time t is about the frames with timestamp <= t.
 TEMPLATES is the one table of them (how to ask, parse, answer, find the evidence, the answers
-allowed) and grade() the one rule for whether a reply is right.
+allowed), why_not() says why a question has no answer at a time, and grade() is the one rule
+for whether a reply is right.
 """
 
 from __future__ import annotations
@@ -192,7 +193,9 @@ class Template:
     solve(objects, t, *shapes) -> the answer from the world up to t, None when it has none.
     evidence(frames, *objects) -> per object the question is about (two for order, one
     otherwise) the (frame index, shape) pairs whose tokens show the answer ("" = whole frame).
-    options: every answer it can have (its chance level is one over their number)."""
+    options: every answer it can have (its chance level is one over their number).
+    on_screen: the shapes it names must be on the screen at its time (else it has no answer;
+    `why_not` says so)."""
 
     category: str
     ask: str
@@ -200,6 +203,7 @@ class Template:
     solve: Callable[..., str | None]
     evidence: Callable[..., list[list[tuple[int, str]]]]
     options: tuple[str, ...]
+    on_screen: bool = False
 
     @property
     def name(self) -> str:
@@ -242,7 +246,7 @@ def _two_seen(m: Moment) -> tuple[str, str] | None:
 TEMPLATES: tuple[Template, ...] = (
     Template("perception", "what colour is the {} now ?", lambda m: m.pick(m.now) if m.now else None, _colour_now,
              lambda f, o: [[(f.now, o.shape)] if o and o.visible(float(f.timestamps[f.now])) else []],
-             tuple(COLOURS)),
+             tuple(COLOURS), on_screen=True),
     Template("perception", "how many shapes are on the screen now ?", lambda m: (),
              lambda objects, t: NUMBERS[len([o for o in objects if o.visible(t)])],
              lambda f: [[(f.now, "")]], NUMBERS[:len(SHAPES) + 1]),
@@ -305,6 +309,27 @@ def answer(objects: list[ShapeObject], question: str, t: float) -> tuple[str, st
     template, shapes = found
     result = template.solve(objects, t, *shapes)
     return (result, template.category) if result is not None else None
+
+
+def why_not(objects: list[ShapeObject], question: str, t: float) -> str | None:
+    """Why a question has no answer from the frames up to time t, in words ("the cross has not
+    appeared by 12.0 s"); None when it has one. The templates' own rules: a shape named twice,
+    a named shape not appeared yet, or not on the screen for a template that asks about now."""
+    found = template_of(question)
+    if found is None:
+        return "it is not one of ShapeStream's question templates"
+    template, shapes = found
+    if template.solve(objects, t, *shapes) is not None:
+        return None
+    if len(shapes) == 2 and shapes[0] == shapes[1]:
+        return f"it names the {shapes[0]} twice"
+    for shape in shapes:
+        o = by_shape(_seen(objects, t), shape)
+        if o is None:
+            return f"the {shape} has not appeared by {t:.1f} s"
+        if template.on_screen and not o.visible(t):
+            return f"the {shape} is not on the screen at {t:.1f} s"
+    return f"it has no answer from the frames up to {t:.1f} s"
 
 
 def evidence(stream: Stream, question: Question) -> list[list[tuple[int, str]]]:

@@ -72,8 +72,8 @@ def test_answer_matching(conv, said, ok):
 def test_the_app_check_mark_agrees_with_what_the_accuracy_study_counts(reply, truth):
     """The chat's ✓ / ✗ (app.render.chat_messages) says what the accuracy study would count."""
     entry = {"question": "what colour is the square now ?", "time": 3.0, "truth": truth,
-             "answers": {"hermes": reply, "fifo": "yellow"}, "ttft_ms": {"hermes": 5.0}}
-    verdict = render.chat_messages([entry])[1]["content"].rsplit("**", 1)[1].split()
-    counted = accuracy.correct({"answer": truth}, reply)
-    assert verdict == (["✓" if counted else "✗"] if reply else []) + ["✗"]
+             "answers": {"hermes": reply, "fifo": "yellow"}, "ttft_ms": {"hermes": 5.0, "fifo": 6.0}}
+    line = render.chat_messages([entry])[1]["content"].rsplit("ground truth: ", 1)[1]
+    counted = accuracy.correct({"answer": truth}, reply)  # an empty reply counts as wrong there and here
+    assert line == f"**{truth}** {'✓' if counted else '✗'} hermes · ✗ fifo"  # each verdict names its policy
     assert counted is shapestream.grade(reply, truth)

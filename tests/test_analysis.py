@@ -19,12 +19,13 @@ from analysis import ablations, common, efficiency, mechanistic
 from app.study import committed, notes_of
 from hermes.cache import NEWLINE, PREFIX, VIDEO
 from hermes.studies.mechanistic import distance_edges, distance_profile, layer_summary
+from hermes.studies.replay import replay_frames
 from hermes.telemetry import pool_per_frame
 from tests.conftest import make_engine, random_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ("accuracy", "ablations", "mechanistic", "efficiency", "soak", "bench_engine", "bench_policies",
-           "bench_hermes_tiny")
+           "bench_hermes_tiny", "bench_memory")
 
 
 @pytest.mark.parametrize("n_video, bins, span, expected", [
@@ -90,6 +91,23 @@ def test_replay_ingests_up_to_each_question_and_no_further(backbone):
     seen = [(item, engine.frames_seen, engine.pending_frames)
             for item in common.replay(engine, random_frames(10), np.arange(10) / 2.0, timed)]
     assert seen == [("a", 0, 0), ("c", 5, 0), ("b", 5, 0), ("d", 10, 0)]  # in time order, partial chunks flushed
+
+
+def test_replay_frames_takes_frames_as_they_come_and_reads_none_after_the_last_item(backbone):
+    engine = make_engine(backbone, "full", chunk_frames=4)
+    frames, times, read = random_frames(20), np.arange(20) / 2.0, []
+
+    def decoded():  # a decoder: frames one at a time
+        for frame, t in zip(frames, times, strict=True):
+            read.append(float(t))
+            yield frame, t
+
+    timed = [(2.2, "b"), (-1.0, "a"), (2.0, "c"), (4.5, "d")]
+    seen = [(item, engine.frames_seen, engine.pending_frames, len(read))
+            for item in replay_frames(engine, decoded(), timed, batch=3)]
+    # as replay does, and each item as soon as the first frame after it arrives
+    assert seen == [("a", 0, 0, 1), ("c", 5, 0, 6), ("b", 5, 0, 6), ("d", 10, 0, 11)]
+    assert read == list(times[:11])  # the frame at 5.0 s said "d" was due; none after it was decoded
 
 
 def test_result_names_tables_and_csv():
@@ -216,3 +234,20 @@ def test_bench_dtype_quick_compares_speed_and_logits_with_fp32(tmp_path):
     md = (tmp_path / "bench_dtype-random-tiny_quick.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| float32") or line.startswith("| bfloat16")]
     assert len(rows) == 2 and "| 1.00x | 0.00e+00 | yes |" in rows[0]
+
+
+@pytest.mark.timeout(900)
+def test_bench_memory_quick_frees_sessions_bounds_the_study_and_keeps_few_exports(tmp_path):
+    from analysis import bench_memory
+
+    bench_memory.main(["--quick", "--out", str(tmp_path)])
+    rows = {r["measurement"]: r for r in csv.DictReader((tmp_path / "bench_memory_quick.csv").open())}
+    assert len(rows) == 8 and all(r["held"] in ("yes", "-") for r in rows.values()), rows
+    exported = rows["export files on disk after 5 exports by one session"]
+    assert int(float(exported["value"])) == 6  # the newest 3 of 5, two files each
+    assert int(float(rows["export files on disk after that session is freed"]["value"])) == 0
+    study = next(r for m, r in rows.items() if m.startswith("the study's peak RSS growth"))
+    assert "(240 frames at 2 fps)" in study["measurement"] and float(study["value"]) <= 500
+    assert float(rows["the same study alone in a fresh process: peak RSS growth"]["value"]) <= 500
+    md = (tmp_path / "bench_memory_quick.md").read_text()
+    assert "python -m analysis.bench_memory --quick" in md and "| 2 | 2 |" in md  # a row per wave

@@ -59,7 +59,7 @@ def test_answers_stream_and_come_with_ground_truth_at_the_newest_frame_in_memory
     assert last["time"] == 15.5 and last["truth"] == "two"
     assert last["answers"]["hermes"] and last["ttft_ms"]["hermes"] > 0
     assert len(entries) >= 2  # streamed piece by piece
-    assert session.ground_truth("what colour is the nonagon now ?") is None  # not a ShapeStream question
+    assert session.truth("what colour is the nonagon now ?").answer is None  # not a ShapeStream question
 
 
 @pytest.mark.parametrize("question, message", [
@@ -218,13 +218,13 @@ def test_webcam_frames_are_sampled_at_fps_and_downscaled(session, monkeypatch):
 
 def test_the_store_creates_lazily_caps_and_frees_idle_sessions(monkeypatch):
     store = SessionStore(replace(SETTINGS, max_sessions=2, idle_timeout_s=60))
-    a = store.get("a")
-    assert store.get("a") is a and len(store) == 1
-    store.get("b")
+    a = store.start("a")
+    assert store.start("a") is a and len(store) == 1
+    store.start("b")
     with pytest.raises(SessionsFull, match="full"):
-        store.get("c")
+        store.start("c")
     store.free("a")
-    store.get("c")
+    store.start("c")
     store.peek("b").touched -= 120  # idle for two minutes
     store.sweep()
     assert store.peek("b") is None and len(store) == 1

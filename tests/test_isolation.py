@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -31,8 +32,8 @@ import pytest
 from app.playback import check_playhead
 from app.session import Session
 from app.settings import Settings, panel_number
-from app.sources import SessionFiles, UploadGate, list_examples
-from app.store import SessionsFull, SessionStore, SessionTaken, client_address
+from app.sources import SessionFiles, UploadGate, list_examples, process_root
+from app.store import SessionsFull, SessionStore, SessionTaken, client_address, warn_forwarded_ignored
 from hermes.errors import HermesError
 from hermes.video import write_video
 from tests.apphost import AppServer
@@ -136,8 +137,7 @@ def test_a_session_deletes_only_its_own_folder(tmp_path):
 
 def test_folders_a_killed_process_left_are_deleted_when_the_next_one_starts(tmp_path):
     base = tmp_path / SessionFiles.ROOT
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True, check=True).stdout)
+    dead = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # no process has it (a finished pid may be reused)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         for pid in (dead, live.pid):  # a server killed with its sessions open, and one still running
@@ -153,6 +153,71 @@ def test_folders_a_killed_process_left_are_deleted_when_the_next_one_starts(tmp_
     finally:
         live.kill()
         live.wait()
+
+
+def test_a_closed_session_makes_no_more_files(tmp_path):
+    upload = clip(tmp_path / "clip.mp4")
+    session = Session(SETTINGS)
+    session.load_file(upload, uploaded=True)
+    folder = session.files.folder
+    session.close()  # the tab closed
+    assert not folder.exists()
+    made = set(process_root().iterdir())
+    for late in (lambda: session.load_file(upload, uploaded=True), lambda: session.files.folder,  # an upload in flight
+                 lambda: session.files.export_folder(tmp_path, 3)):  # an export in flight
+        with pytest.raises(HermesError, match="session has ended"):
+            late()
+    assert set(process_root().iterdir()) == made and not (tmp_path / SessionFiles.ROOT).exists()
+    assert upload.exists()
+
+
+def test_a_session_keeps_only_its_newest_exports_and_deletes_them_with_it(tmp_path):
+    files = SessionFiles()
+    made = []
+    for i in range(5):
+        folder = files.export_folder(tmp_path, keep=3)
+        (folder / "hermes-trace.json").write_text(str(i))
+        made.append(folder)
+    assert [f.exists() for f in made] == [False, False, True, True, True]
+    assert made[-1].parent.parent == process_root(tmp_path)  # the session's folder of exports, in this process's
+    files.close()
+    assert not any(f.exists() for f in made) and not made[-1].parent.exists()
+
+
+@pytest.mark.parametrize("planted", ["a link to another folder", "a file", "a dangling link"])
+def test_session_folders_never_go_where_someone_else_could_have_put_them(tmp_path, planted):
+    shared, elsewhere = tmp_path / SessionFiles.ROOT, tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if planted == "a link to another folder":
+        shared.symlink_to(elsewhere, target_is_directory=True)
+    elif planted == "a file":
+        shared.write_text("not a folder")
+    else:
+        shared.symlink_to(tmp_path / "gone")
+    root = process_root(tmp_path)
+    assert root.parent == tmp_path and root.name.startswith(f"{SessionFiles.ROOT}-") and root.is_dir()
+    assert oct(root.stat().st_mode & 0o777) == "0o700" and not any(elsewhere.iterdir())
+
+
+def test_the_upload_gate_accepts_what_every_blocks_built_received(tmp_path):
+    first, second = clip(tmp_path / "first.mp4"), clip(tmp_path / "second.mp4")
+    gate = UploadGate(600)
+    gate.watch({str(first)})  # the first Blocks' upload_file_set, then a second build()'s
+    gate.watch({str(second)})
+    gate.claim(first)
+    gate.claim(second)
+    with pytest.raises(HermesError, match="not uploaded here"):
+        gate.claim(clip(tmp_path / "third.mp4"))
+
+
+def test_a_forwarded_address_without_a_trusted_proxy_is_ignored_with_one_warning(caplog):
+    warn_forwarded_ignored.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="hermes.studio"):
+        for _ in range(3):
+            assert client_address("10.0.0.9", "198.51.100.7", 0) == "10.0.0.9"
+        assert client_address("10.0.0.9", "198.51.100.7", 1) == "198.51.100.7"
+    warned = [r.getMessage() for r in caplog.records if "X-Forwarded-For" in r.getMessage()]
+    assert len(warned) == 1 and "HERMES_PROXY_HOPS" in warned[0]
 
 
 def _received(tmp_path: Path) -> tuple[Path, set[str]]:
@@ -183,7 +248,8 @@ def _stale(tmp_path: Path) -> tuple[Path, set[str]]:
 ])
 def test_upload_accepts_only_a_fresh_upload_once(tmp_path, make, refused):
     gate = UploadGate(600)
-    path, gate.received = make(tmp_path)
+    path, received = make(tmp_path)
+    gate.watch(received)
     if refused:
         with pytest.raises(HermesError, match=refused):
             gate.claim(path)
@@ -463,3 +529,25 @@ def test_bad_numbers_and_text_from_the_api_give_one_clear_line(server, streaming
     assert re.search(words, message) and "\n" not in message, message
     status = call(server.url, "tick", [8.0, "global"], streaming_tab)["data"][0]  # the stream and session go on
     assert EXAMPLE in status and "1 chunks" in status and "stopped" not in status, status
+
+
+@pytest.mark.timeout(300)
+def test_exports_are_served_from_the_session_few_at_a_time_and_go_with_it(server):
+    from gradio_client import Client
+
+    def on_disk() -> list[Path]:
+        return sorted(p for p in server.tmp.rglob("hermes-*") if p.is_file())
+
+    tab = Client(server.url, verbose=False, download_files=False)
+    tab.predict(EXAMPLE, api_name="/play_example")
+    tab.predict(8.0, "global", api_name="/tick")
+    served = [[Path(f["path"]) for f in tab.predict("global", api_name="/export")] for _ in range(5)]
+    assert {p.name for p in served[-1]} == {"hermes-trace.json", "hermes-figures.html"}
+    assert set(on_disk()) == set(served[-3] + served[-2] + served[-1])  # the newest 3; gradio made no copy
+    exports_root = server.tmp / "gradio" / SessionFiles.ROOT / str(server.proc.pid)
+    assert all(p.parent.parent.parent == exports_root for p in served[-1])
+    trace = httpx.get(f"{server.url}gradio_api/file={next(p for p in served[-1] if p.suffix == '.json')}", timeout=30)
+    assert trace.status_code == 200 and trace.json()["source"] == EXAMPLE  # the page can download it
+    heartbeat_ends(server.url, tab.session_hash)
+    tab.close()
+    assert wait_for(lambda: not on_disk()), on_disk()

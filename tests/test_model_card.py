@@ -6,9 +6,12 @@ now, and no text in the UI claims the paper's layer split for a model whose stud
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import shutil
+import uuid
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,10 +21,12 @@ from app import model_card, render
 from app.model_card import PAPER_FINDING, Measured, Truth
 from app.session import Session
 from app.settings import Settings
+from app.study import frames_held, span_text
 from hermes import shapestream
 from hermes.backbones import BUNDLED_MODELS
-from hermes.studies.mechanistic import Study, reading
+from hermes.studies.mechanistic import MIN_QUESTIONS, SPLIT_MARGIN, Study, reading, split
 from hermes.tokenizer import build_tokenizer
+from tiny.card import hermes_settings
 
 TINY = "hermes-tiny"
 FIGURE = re.compile(r"\d\.\d{2,}|\d+(\.\d+)?\s*%")  # an accuracy or share: 0.962, 31%
@@ -30,13 +35,17 @@ FIGURE = re.compile(r"\d\.\d{2,}|\d+(\.\d+)?\s*%")  # an accuracy or share: 0.96
 # ---- what counts as claiming the paper's layer split ----------------------------------------
 RECENT_WORDS = r"\b(newest|latest|recent|short-term|last frames)\b"
 ANCHOR_WORDS = r"\b(anchors?|long-term|older|further back)\b"
+SAYS_SO = r"\b(the paper's direction|shows the paper's split|as in the paper|here too)\b"  # "it agrees"
 
 
 def claims_paper_split(text: str) -> bool:
-    """Does `text` state the paper's split as a finding: one clause pairing shallow layers with
-    the newest frames and one pairing deep layers with anchors / older frames, in one sentence?
-    The paper's finding quoted as the paper's (PAPER_FINDING) does not count."""
+    """Does `text` state the paper's split as a finding: say the measurement agrees with the
+    paper, or pair, in one sentence, a clause of shallow layers with the newest frames and one of
+    deep layers with anchors / older frames? The paper's finding quoted as the paper's
+    (PAPER_FINDING) does not count."""
     text = text.replace(PAPER_FINDING, " ")
+    if re.search(SAYS_SO, text.lower()):
+        return True
     for sentence in re.split(r"(?<=[.!?])\s+|\n", text.lower()):
         clauses = re.split(r"[,;:()]|\bwhile\b|\bwhereas\b|\band\b|\bbut\b", sentence)
         shallow = any(re.search(r"\bshallow", c) and re.search(RECENT_WORDS, c) for c in clauses)
@@ -53,6 +62,9 @@ def claims_paper_split(text: str) -> bool:
      "older anchors: recency is the right memory for the first, attention for the last.", True),
     ("Unlike the paper's models, here the deep layers are the ones focused on the latest frames and the shallow "
      "layers look further back.", False),
+    ("Shallow tier 60% on the newest 10% vs deep tier 10%: the paper's direction.", True),
+    ("Shallow tier 8% on the newest 10% vs deep tier 21%: the reverse of the split the paper reports.", False),
+    ("This measurement shows the paper's split: here too the shallow layers look most at the newest frames.", True),
     ("layers below are shallow (keep recent)", False),
     (f"*{PAPER_FINDING}*", False),
     ("Rows are decoder layers (0 = shallow, at the bottom), columns are moments of the video.", False),
@@ -74,19 +86,24 @@ REVERSED = [0.08, 0.31, 0.1, 0.22, 0.19, 0.1, 0.32, 0.07, 0.5, 0.12, 0.19, 0.05]
 FLAT = [0.2] * 12
 
 
-@pytest.mark.parametrize("shares, tiers, split, says", [
-    (SPLIT, TIERS, True, "shows the paper's split"),
-    (REVERSED, TIERS, False, "does not show the split the paper reports"),
-    (FLAT, TIERS, False, "does not show the split the paper reports"),
-    (FLAT, ("middle",) * 12, None, "cannot be set against the paper's split"),
+@pytest.mark.parametrize("shares, tiers, questions, shows, says", [
+    (SPLIT, TIERS, 40, True, "Shallow tier 60% on the newest 10% vs deep tier 10%: the paper's direction"),
+    (REVERSED, TIERS, 40, False, "Shallow tier 8% on the newest 10% vs deep tier 22%: the reverse of the split the "
+                                 "paper reports"),
+    (FLAT, TIERS, 40, False, "Shallow tier 20% on the newest 10% vs deep tier 20%: within 5 points of each other, "
+                             "so not the split the paper reports"),
+    (SPLIT, TIERS, 1, False, "Shallow tier 60% on the newest 10% vs deep tier 10%, from 1 question: too few to "
+                             "call a split either way"),
+    (FLAT, ("middle",) * 12, 40, None, "cannot be set against the paper's split"),
 ])
-def test_the_finding_says_what_was_measured_and_quotes_the_paper_as_the_papers(shares, tiers, split, says):
-    m = measure(shares, tiers)
+def test_the_finding_states_the_tier_means_it_compares_and_quotes_the_paper_as_the_papers(shares, tiers, questions,
+                                                                                          shows, says):
+    m = Measured("m", tuple(shares), tiers, questions, 256, "a test")
     text = model_card.findings("m", m)
-    assert model_card.paper_split(m) is split
+    assert model_card.paper_split(m) is shows
     assert says in text and PAPER_FINDING in text
-    assert claims_paper_split(text) is bool(split)  # the split is stated only where it was measured
-    assert "40 questions" in text and "256 tokens per layer" in text and "a test" in text
+    assert claims_paper_split(text) is bool(shows)  # the split is stated only where it was measured
+    assert f"{questions} question" in text and "256 tokens per layer" in text and "a test" in text
 
 
 def test_the_recency_bound_layers_are_named_with_their_measured_shares():
@@ -95,26 +112,90 @@ def test_the_recency_bound_layers_are_named_with_their_measured_shares():
     assert "shallow layer 0 8%" in text and "deep layers 8-11 22%" in text
 
 
+def test_a_layer_never_measured_is_left_out_of_its_tiers_mean_and_said_to_be():
+    shares = list(REVERSED)
+    shares[9] = float("nan")  # no attention reached its video tokens (hermes.studies.mechanistic.layer_summary)
+    text = model_card.findings("m", measure(shares))
+    assert "nan" not in text.lower()
+    assert f"deep layers 8-11 {np.mean([REVERSED[i] for i in (8, 10, 11)]):.0%}" in text
+    assert "layer 9 left out" in text
+    text = model_card.findings("m", measure([float("nan"), *REVERSED[1:]]))  # a whole tier unmeasured
+    assert "nan" not in text.lower() and "shallow layer 0 not measured" in text
+    assert "cannot be set against the paper's split" in text and not claims_paper_split(text)
+
+
 def test_an_unmeasured_model_gets_no_figures_only_the_papers_finding_as_the_papers():
     text = model_card.findings("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", None)
     assert "not measured here" in text and PAPER_FINDING in text and not claims_paper_split(text)
     assert not FIGURE.search(text.replace(PAPER_FINDING, ""))
 
 
-def study_of(shares: list[float], tiers: tuple[str, ...] = TIERS) -> Study:
+def study_of(shares: list[float], tiers: tuple[str, ...] = TIERS, n_questions: int = 7) -> Study:
     n = len(shares)
     return Study(heatmap=np.zeros((n, 4)), edges=np.array([0, 64, 128, 192, 256]), video_mass=np.ones(n),
                  recent_share=np.array(shares), entropy_bits=np.full(n, 5.0), anchor_frames=np.full(n, 8.0),
-                 tokens_per_frame=16, n_questions=7, tiers=list(tiers))
+                 tokens_per_frame=16, n_questions=n_questions, tiers=list(tiers))
 
 
-@pytest.mark.parametrize("shares", [SPLIT, REVERSED, FLAT, [0.3] + [0.2] * 7 + [0.26] * 4])
-def test_the_finding_and_the_study_tabs_reading_never_contradict_each_other(shares):
-    study = study_of(shares)
-    split = model_card.paper_split(model_card.measured(study, "m", "the Study tab"))
-    assert ("As in the paper" in reading(study)) is split
+M = SPLIT_MARGIN
+
+
+@pytest.mark.parametrize("shallow, deep, questions, verdict", [
+    (0.6, 0.1, 40, "paper"),
+    (0.1, 0.6, 40, "reversed"),
+    (0.2, 0.2, 40, "none"),
+    (0.2 + M + 0.01, 0.2, 40, "paper"),
+    (0.2 + M - 0.01, 0.2, 40, "none"),  # inside the margin: no split either way
+    (0.2, 0.2 + M - 0.01, 40, "none"),
+    (0.2, 0.2 + M + 0.01, 40, "reversed"),
+    (0.6, 0.1, MIN_QUESTIONS - 1, "few"),  # too few questions to call it
+    (0.6, 0.1, 1, "few"),
+    (0.6, 0.1, MIN_QUESTIONS, "paper"),
+    (float("nan"), 0.1, 40, None),  # the shallow tier never measured
+])
+def test_the_one_split_judgement_compares_the_tier_means_with_a_margin_from_enough_questions(shallow, deep, questions,
+                                                                                            verdict):
+    shares = [shallow] + [0.3] * 7 + [deep] * 4
+    assert split(shares, TIERS, questions) == verdict
+    assert split(shares, ("middle",) * 12, questions) is None  # no shallow and deep tiers to compare
+    assert split([shallow, float("nan"), deep], ("shallow", "deep", "deep"), questions) == verdict  # NaN left out
+
+
+@pytest.mark.parametrize("questions, calls", [(1, False), (MIN_QUESTIONS - 1, False), (MIN_QUESTIONS, True)])
+def test_the_study_tabs_reading_says_how_many_questions_and_calls_no_split_from_too_few(questions, calls):
+    study = study_of(SPLIT)
+    study.n_questions = questions
+    text = reading(study)
+    assert text.startswith(f"Over {questions} question{'s' if questions > 1 else ''} on a FIFO cache of 256 tokens")
+    assert ("too few to call a split" in text) is not calls and claims_paper_split(text) is calls
+    assert "shallow layer 0: 60%" in text and "deep layers 8-11: 10%" in text
     m = model_card.measured(study, "m", "the Study tab")
-    assert (m.n_questions, m.budget, m.tiers) == (7, 256, TIERS)
+    assert (m.n_questions, m.budget, m.tiers) == (questions, 256, TIERS)
+    study.asked = "local pseudo-query"  # the session's run when no question found the cache full
+    text, finding = reading(study), model_card.findings("m", model_card.measured(study, "m", "the Study tab"))
+    noun = "local pseudo-query" if questions == 1 else "local pseudo-queries"
+    assert text.startswith(f"Over {questions} {noun} on")
+    assert f"measured** by the Study tab: {questions} {noun} on" in finding
+    assert "question" not in text and "question" not in finding.split("\n\n")[0]
+
+
+@pytest.mark.parametrize("tokens, per_frame, newline, chunk, frames", [
+    (514, 16, 1, 16, 32),  # hermes-tiny: two chunks of 16 frames and their newline
+    (513, 16, 1, 16, 31),  # one token short of the second chunk's newline
+    (256, 16, 1, 16, 15),  # the old default: 7.5 s at 2 fps
+    (6272, 196, 0, 16, 32),  # LLaVA-OneVision's 32 frames, the paper's ~6K tokens
+    (100, 196, 0, 16, 0),  # not one frame
+])
+def test_the_study_budget_is_said_in_the_frames_and_seconds_it_holds(tokens, per_frame, newline, chunk, frames):
+    held = frames_held(tokens, lambda n: n * per_frame + newline, chunk)
+    assert held == frames
+    assert f"{tokens:,} tokens per layer hold the newest {frames} frames of m, {frames / 2:g} s at 2 fps" in span_text(
+        tokens, held, 2.0, "m")
+
+
+@pytest.mark.parametrize("shares", [REVERSED, FLAT])
+def test_the_study_tabs_reading_of_a_study_without_the_split_claims_none(shares):
+    assert not claims_paper_split(reading(study_of(shares, n_questions=40)))
 
 
 def test_the_committed_study_is_read_as_measured():
@@ -172,6 +253,22 @@ def test_a_model_never_measured_here_is_said_to_be_so_with_no_figures(model, say
     card = model_card.card(model)
     assert says in card.summary and ("Not measured here" in card.summary or "nothing but speed" in card.summary)
     assert not FIGURE.search(card.summary + card.details)
+
+
+def test_what_it_was_trained_on_and_can_answer_is_read_from_the_hermes_json_training_writes(tmp_path):
+    directory = BUNDLED_MODELS[TINY]
+    committed = json.loads((directory / "hermes.json").read_text())
+    assert committed == hermes_settings(committed["layout"], committed["metrics"])  # exactly what tiny/card.py writes
+    copy = tmp_path / "copy"
+    shutil.copytree(directory, copy)
+    (copy / "hermes.json").write_text(json.dumps(dict(committed, trained_on="KineticsLite", answers=["is it red ?"])))
+    card = model_card.card(str(copy))
+    assert "trained on KineticsLite" in card.summary and "*is it red ?*" in card.details
+    assert "Trained to answer 1 question template only (its hermes.json)" in card.details
+    (copy / "hermes.json").write_text(json.dumps({k: v for k, v in committed.items() if k not in ("trained_on",
+                                                                                                  "answers")}))
+    card = model_card.card(str(copy))  # its README still says "trained ... on ShapeStream": prose is not parsed
+    assert "training data not stated" in card.summary and "Trained to answer" not in card.details
 
 
 def test_a_local_directory_gets_only_what_it_holds(tmp_path):
@@ -240,6 +337,19 @@ def test_ground_truth_says_not_applicable_now_when_the_question_does_not_apply(q
     assert model_card.ground_truth(WORLD, question, t) == truth
 
 
+@pytest.mark.parametrize("seed", [901, 3, 17])
+def test_why_not_gives_a_reason_exactly_when_a_template_question_has_no_answer(seed):
+    world, _ = shapestream.world(seed, 64.0)
+    questions = [t.ask.format(*shapes) for t in shapestream.TEMPLATES
+                 for shapes in itertools.product(shapestream.SHAPES, repeat=t.ask.count("{}"))]
+    for t in np.arange(0.0, 64.0, 1.7):
+        for q in questions:
+            why = shapestream.why_not(world, q, float(t))
+            assert (why is None) is (shapestream.answer(world, q, float(t)) is not None), (q, t, why)
+    assert shapestream.why_not(world, "what is happening ?", 10.0) == ("it is not one of ShapeStream's question "
+                                                                       "templates")
+
+
 @pytest.mark.parametrize("world, question, note", [
     (WORLD, "what is happening ?", "not one of ShapeStream's question templates"),
     (None, "what colour is the circle now ?", "none for this video"),
@@ -304,16 +414,32 @@ def test_the_study_tabs_run_is_the_measurement_the_finding_reports(session):
 
 
 # ---- the acceptance test: no UI text claims a split the model's study does not show ----------------
+def strings(value) -> list[str]:
+    """Every string inside a component's props (values, labels, infos, titles, choices, ...)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in strings(v)]
+    return []
+
+
 def ui_texts(demo) -> list[str]:
-    """Every text the built page shows: markdown, labels, infos, placeholders."""
-    texts = []
-    for component in demo.get_config_file()["components"]:
-        props = component.get("props", {})
-        texts += [props[k] for k in ("value", "label", "info", "placeholder") if isinstance(props.get(k), str)]
-    return texts
+    """Every text the built page can show: the page title and every string of every component
+    (markdown, labels, infos, placeholders, choices, titles), render's how-to-reads, and the card
+    and layer finding of every model the studio offers (what the page shows once one is loaded)."""
+    from app import ui
+
+    config = demo.get_config_file()
+    texts = [config.get("title", "")] + [s for c in config["components"] for s in strings(c.get("props", {}))]
+    for model in ui.SETTINGS.models:
+        card = model_card.card(model)
+        texts += [card.summary, card.details, model_card.findings(model, model_card.committed_study(model))]
+    return texts + list(render.READ_ME.values())
 
 
-@pytest.mark.parametrize("shares, claimed", [(None, None), (REVERSED, False), (FLAT, False), (SPLIT, True)])
+@pytest.mark.parametrize("shares, claimed", [(None, False), (REVERSED, False), (FLAT, False), (SPLIT, True)])
 def test_no_ui_text_claims_the_papers_layer_split_unless_the_models_study_shows_it(monkeypatch, shares, claimed):
     from app import ui
 
@@ -321,11 +447,51 @@ def test_no_ui_text_claims_the_papers_layer_split_unless_the_models_study_shows_
         monkeypatch.setattr(model_card, "committed_study", lambda model, results=RESULTS: measure(shares))
     m = model_card.committed_study(ui.DEFAULTS.model)
     shows = bool(m is not None and model_card.paper_split(m))
-    assert claimed is None or shows is claimed
-    texts = ui_texts(ui.build()) + list(render.READ_ME.values())
+    assert shows is claimed  # hermes-tiny's committed study does not show it
+    texts = ui_texts(ui.build())
+    assert any("*Pseudo-query*" in t and "FIFO cache" in t for t in texts)  # the Study tab too
     claims = [t for t in texts if claims_paper_split(t)]
     if not shows:
         assert claims == []
-    else:  # the measured finding says so under the attention map, and nothing else restates it
-        assert claims and all("measured" in t for t in claims)
+    else:  # the measured finding says so under the attention map and in the card, and nothing else does
+        assert claims and all("measured" in t and "the paper's direction" in t for t in claims)
     assert any(PAPER_FINDING in t for t in texts)  # the paper's finding is there, as the paper's
+
+
+def test_the_card_and_the_finding_follow_the_loaded_model_not_the_dropdown_before_apply():
+    from app import ui
+
+    config = ui.build().get_config_file()
+    ids = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
+    label = {c["id"]: c.get("props", {}).get("label") for c in config["components"]}
+    deps = {d["id"]: d for d in config["dependencies"]}
+
+    def started_by(d: dict) -> list[dict]:  # the events this one runs after (.then), nearest first
+        return [deps[d["trigger_after"]], *started_by(deps[d["trigger_after"]])] if d["trigger_after"] is not None \
+            else []
+
+    card_deps = [d for d in deps.values() if {"model-card", "attention-findings"} & {ids[o] for o in d["outputs"]}]
+    assert card_deps and all(not d["inputs"] for d in card_deps)  # nothing read from the page: the session's model
+    assert not [d for d in card_deps for target, _ in d["targets"] if label.get(target) == "model"]
+    after = [[(e["api_name"], e["targets"]) for e in started_by(d)] for d in card_deps]
+    assert any(name == "configure" for chain in after for name, _ in chain)  # after Apply
+    assert any(targets[0][1] == "load" for chain in after for _, targets in chain)  # after the page loads
+
+
+def test_the_handlers_give_the_loaded_models_card_finding_and_study_budget(session):
+    from app import ui
+
+    request = SimpleNamespace(session_hash=uuid.uuid4().hex, client=SimpleNamespace(host="127.0.0.1"), headers={})
+    mine = ui.STORE.start(request.session_hash, "127.0.0.1")
+    try:
+        summary, details, finding, budget = ui.card_of(request)
+        assert (summary, details) == tuple(vars(model_card.card(TINY)).values())
+        assert finding == model_card.findings(TINY, model_card.committed_study(TINY))
+        assert budget["value"] == 514 and budget["maximum"] == 2056  # 32 and 128 frames of hermes-tiny
+        assert "514 tokens per layer hold the newest 32 frames of hermes-tiny, 16 s at 2 fps" in budget["info"]
+        assert "200 tokens per layer hold the newest 12 frames" in ui.study_span(200, request)["info"]
+        mine.studied = session.studied or Measured(TINY, SPLIT, TIERS, 40, 64, "the Study tab on x up to 9.0 s")
+        assert ui.layer_findings(request) == model_card.findings(TINY, mine.studied)  # this session's run first
+        assert "⚠️" in ui.study_span(float("nan"), request)["info"]
+    finally:
+        ui.STORE.free(request.session_hash)

@@ -112,7 +112,7 @@ def test_bad_questions_are_refused_in_the_api_and_the_app(streaming, question, w
 def test_stopping_mid_stream_keeps_what_was_ingested(streaming):
     before = snapshot(streaming)
     status = streaming.stop()
-    assert status["ended"] and status["frames"] == before[1]
+    assert status["state"] == "stopped" and status["frames"] == before[1]  # a pause (the player resumes it)
     assert streaming.advance(40.0)["frames"] == before[1]  # nothing more is read
     *_, entry = streaming.ask("how many shapes are on the screen now ?")
     assert entry["answers"]["hermes"]
@@ -157,7 +157,7 @@ def test_uploads_are_deleted_with_their_session_and_nothing_else_is(tmp_path):
     from app.store import SessionStore
 
     store = SessionStore(SETTINGS)
-    session = store.get("tab")
+    session = store.start("tab")
     example = list_examples()[EXAMPLE]
     upload = write(tmp_path / "upload.mp4", example.read_bytes())  # where gradio puts uploads: a temp dir
     session.load_file(upload, uploaded=True)

@@ -32,6 +32,12 @@ def chunk_event(n_layers: int = 12, n_frames: int = 6, chunk: int = 2, tiers: li
 TIMES = np.arange(6) * 0.5
 
 
+def heading(fig: go.Figure) -> str:
+    """A figure's title and its subtitle line ("title<br>subtitle")."""
+    title = fig.layout.title
+    return f"{title.text}<br>{title.subtitle.text}" if title.subtitle.text else title.text
+
+
 @pytest.mark.parametrize("fig", [
     render.attention_heatmap(None, []),
     render.occupancy_map(None, []),
@@ -90,9 +96,9 @@ def test_attention_heatmap_is_layer_by_frame_time_on_a_log_scale():
     np.testing.assert_allclose(heat.x, np.arange(7) * 0.5 - 0.25)  # cell edges: each frame centred on its time
     assert list(heat.colorbar.ticktext)[-1] == "1e0" and "1e-4" in heat.colorbar.ticktext
     assert fig.layout.xaxis.title.text == "video time (s)" and fig.layout.yaxis.title.text == "layer"
-    title = fig.layout.title.text
-    assert title.startswith("Attention — global pseudo-query<br>")
-    assert "after chunk 2 (ending at 2.5 s)" in title and "frames held: 0.0–2.5 s" in title
+    title = heading(fig)
+    assert title.startswith("Attention — global pseudo-query — hermes<br>")  # which query, of which policy
+    assert "after chunk 3 (ending at 2.5 s)" in title and "frames held: 0.0–2.5 s" in title  # counted from 1
 
 
 @pytest.mark.parametrize("query, expect", [("local", "local"), ("global", "global"), ("nonexistent", "global")])
@@ -110,9 +116,9 @@ def asked(attention: np.ndarray, frame_ids: np.ndarray, frames_seen: int = 6, te
 def test_attention_heatmap_shows_the_question_and_when_it_was_asked():
     question = asked(np.full((12, 3), 0.2), np.array([1, 3, 5]), frames_seen=4)
     fig = render.attention_heatmap(chunk_event(), TIMES, query="question", question=question)
-    title = fig.layout.title.text
+    title = heading(fig)
     assert "Attention — question: “which shape appeared first ?”" in title
-    assert "asked with memory up to 1.5 s" in title and "the stream is now at 2.5 s" in title
+    assert "asked with memory up to 1.5 s" in title and "now at 2.5 s" in title
     assert "frames held: 0.5–2.5 s" in title
     heat = fig.data[0]
     z = np.asarray(heat.z, dtype=float)  # frames 0, 2, 4 are held by no layer: blank columns of their own
@@ -121,7 +127,19 @@ def test_attention_heatmap_shows_the_question_and_when_it_was_asked():
     long = asked(np.ones((12, 1)), np.array([1]), text="x" * 80)
     assert len(render.attention_heatmap(None, TIMES, question=long).layout.title.text.split("<br>")[0]) < 70
     current = render.attention_heatmap(chunk_event(), TIMES, question=asked(np.ones((12, 1)), np.array([5])))
-    assert "the stream is now" not in current.layout.title.text
+    assert "now at" not in heading(current)
+
+
+def test_an_earlier_questions_map_keeps_the_streams_axis_and_shades_what_streamed_since():
+    question = asked(np.full((12, 2), 0.2), np.array([1, 3]), frames_seen=4)  # asked at 1.5 s; memory is now at 2.5 s
+    fig = render.attention_heatmap(chunk_event(), TIMES, query="question", question=question)
+    assert tuple(fig.layout.xaxis.range) == (-0.25, 2.75)  # as the occupancy map's: frame 0 to frame 5
+    (shade,) = fig.layout.shapes
+    assert (shade.x0, shade.x1, shade.fillcolor) == (1.75, 2.75, render.STREAMED_SINCE)
+    assert "now at 2.5 s (grey: streamed since)" in heading(fig)
+    current = asked(np.ones((12, 6)), np.arange(6))  # asked at the newest frame: nothing to shade
+    now = render.attention_heatmap(chunk_event(), TIMES, query="question", question=current)
+    assert not now.layout.shapes and tuple(now.layout.xaxis.range) == (-0.25, 2.75)
 
 
 @pytest.mark.parametrize("question, hint", [
@@ -247,8 +265,8 @@ def test_occupancy_map_colours_rows_by_tier_and_leaves_evicted_frames_blank():
     legend = {t.name: t.marker.color for t in fig.data[2:]}
     assert legend == {**{t: render.TIER_COLOURS[t] for t in ("shallow", "middle", "deep")}, render.EVICTED: "white"}
     assert list(summary.x) == ["Σ"] and np.isnan(np.asarray(summary.z, dtype=float)[:8]).all()
-    title = fig.layout.title.text
-    assert "hermes, budget 64" in title and "after chunk 2 (ending at 2.5 s)" in title
+    title = heading(fig)
+    assert "hermes, budget 64" in title and "after chunk 3 (ending at 2.5 s)" in title  # as the status counts
     assert "frames kept: 0.5–2.5 s" in title  # frame 0 is evicted from every layer
     assert f"darkest = {event.kept.max()} tokens" in title
 
@@ -258,28 +276,103 @@ def test_occupancy_map_of_a_single_tier_policy_uses_one_colour():
     assert [t.name for t in fig.data[2:]] == ["all", render.EVICTED]
 
 
-def test_memory_figure_compares_kv_now_with_a_full_cache():
+def fifo(event: ChunkEvent) -> ChunkEvent:
+    """The same chunk as another policy would leave it (for the compare-mode panels)."""
+    from dataclasses import replace
+
+    return replace(event, policy="fifo", tiers=["all"] * len(event.tiers), kv_bytes=event.kv_bytes // 2,
+                   max_position=event.max_position - 10, cache_lengths=event.cache_lengths // 2)
+
+
+def axes_of(trace) -> tuple[str, str]:
+    return trace.xaxis or "x", trace.yaxis or "y"
+
+
+def test_memory_figure_compares_kv_now_with_a_full_cache_and_gives_positions_their_own_plot():
     events = [chunk_event(chunk=i) for i in range(3)]
     full = [5000, 9000, 13000]
     fig = render.memory_figure(events, full)
     by_name = {t.name: t for t in fig.data}
     np.testing.assert_allclose(by_name["KV now"].y, np.array([1000, 2000, 3000]) / 2**20)
-    np.testing.assert_allclose(by_name["full cache"].y, np.array(full) / 2**20)
+    np.testing.assert_allclose(by_name["full cache (no eviction)"].y, np.array(full) / 2**20)
     assert list(by_name["max position"].y) == [100, 200, 300]
     assert len(by_name["tokens"].x) == 12
+    # the max-position line on a plot of its own: it can never hide under the full-cache line
+    assert axes_of(by_name["max position"]) != axes_of(by_name["full cache (no eviction)"])
+    assert len({axes_of(t) for t in fig.data}) == 3 and not any(t.yaxis == "y2" and t.xaxis == "x" for t in fig.data)
 
 
-def test_latency_figure_plots_ttft_in_ms_and_ingest_speed():
+def test_latency_figure_plots_ttft_in_ms_answer_speed_and_ingest_speed_each_on_its_own_plot():
     questions = [QuestionEvent("q1", "a", 0.012, 0.03, 3, 10), QuestionEvent("q2", "b", 0.008, 0.02, 2, 20)]
     fig = render.latency_figure([chunk_event()], questions)
     by_name = {t.name: t for t in fig.data}
     np.testing.assert_allclose(by_name["TTFT (ms)"].y, [12.0, 8.0])
     np.testing.assert_allclose(by_name["tokens/s"].y, [100.0, 100.0])
     np.testing.assert_allclose(by_name["frames/s"].y, [40.0])
+    assert len({axes_of(t) for t in fig.data}) == 3
+
+
+@pytest.mark.parametrize("draw", [
+    lambda a, b: render.memory_figure(a, [1, 2], compared=b),
+    lambda a, b: render.latency_figure(a, [QuestionEvent("q", "x", 0.01, 0.02, 2, 6)], b,
+                                       [QuestionEvent("q", "y", 0.02, 0.03, 2, 6)]),
+])
+def test_compare_mode_draws_both_policies_in_the_memory_and_latency_panels_named_and_coloured(draw):
+    a = [chunk_event(chunk=i) for i in range(2)]
+    fig = draw(a, [fifo(e) for e in a])
+    names = [t.name for t in fig.data]
+    for policy, colour in zip(("hermes", "fifo"), render.LANE_COLOURS, strict=True):
+        mine = [t for t in fig.data if t.name and t.name.endswith(f" · {policy}")]
+        assert len(mine) >= 3, names  # one trace per plot, each named for its policy
+        assert all(colour in t.to_json() for t in mine)  # in its policy's colour
+    lines = {t.name: t.line for t in fig.data if isinstance(t, go.Scatter) and "lines" in t.mode and " · " in t.name}
+    for name, line in lines.items():  # equal values (as both KV lines before eviction starts) still show both
+        assert (line.dash, line.width) == (("dot", 1.5) if name.endswith(" · fifo") else (None, 3)), name
+    assert fig.layout.showlegend is not False
+
+
+def test_a_panels_titles_and_legend_have_rows_of_their_own():
+    """Top down: the title's line, the subtitle hanging under it, a row for the legend above the
+    plot (anchored on the plot's top edge) or the subplot titles, then the plot; in pixels, as
+    plotly.js places them (the browser test checks the drawn boxes)."""
+    def title_line(fig: go.Figure) -> tuple[float, float]:
+        """(top, bottom) px from the figure's top of the title's own line (plotly anchors a
+        title by its line; a subtitle hangs below it)."""
+        title = fig.layout.title
+        assert (title.yref, title.yanchor) == ("container", "bottom")
+        bottom = fig.layout.height * (1 - title.y)
+        return bottom - 16, bottom  # a 14 px font's line
+
+    for fig in (render.occupancy_map(chunk_event(), TIMES), render.attention_heatmap(chunk_event(), TIMES),
+                render.keep_diff(chunk_event(), fifo(chunk_event()), TIMES)):
+        top, bottom = title_line(fig)
+        legend = fig.layout.legend
+        assert (legend.y, legend.yanchor, legend.orientation) == (1.0, "bottom", "h") and fig.layout.title.subtitle.text
+        assert fig.layout.margin.t - bottom == pytest.approx(render.SUBTITLE_ROW + render.LEGEND_ROW)
+        assert top >= 8  # inside the figure, not cut at its top edge
+    for fig in (render.memory_figure([chunk_event()], [1]), render.latency_figure([chunk_event()], []),
+                render.empty_figure("Memory", "No chunks yet."), render.study_figure(None)):
+        top, bottom = title_line(fig)
+        assert fig.layout.margin.t - bottom == pytest.approx(render.LEGEND_ROW) and top >= 8  # subplot titles' row
+        assert not fig.data or (fig.layout.legend.y < 0 and fig.layout.legend.yanchor == "top")  # under the plots
+
+
+def test_the_policies_maps_share_the_streams_full_time_axis():
+    """hermes keeps frames from 0 s, fifo only the newest: both maps still span the whole stream."""
+    a = chunk_event()
+    b = fifo(chunk_event())
+    b.frame_ids, b.kept = np.array([4, 5]), a.kept[:, 4:]
+    b.attention = {name: attn[:, 4:] for name, attn in a.attention.items()}
+    ranges = []
+    for fig in (render.attention_heatmap(a, TIMES), render.attention_heatmap(b, TIMES),
+                render.occupancy_map(a, TIMES), render.occupancy_map(b, TIMES), render.keep_diff(a, b, TIMES)):
+        heat = next(t for t in fig.data if isinstance(t, go.Heatmap) and list(t.x) != ["Σ"])
+        ranges.append(tuple(fig.layout["xaxis" + (heat.xaxis or "x")[1:]].range))
+    assert set(ranges) == {(-0.25, 2.75)}, ranges  # frame 0 (at 0 s) to frame 5 (at 2.5 s), half a frame each side
 
 
 def test_every_panel_has_a_how_to_read_text():
-    assert set(render.READ_ME) == {"attention", "occupancy", "memory", "latency", "study"}
+    assert set(render.READ_ME) == {"attention", "occupancy", "diff", "memory", "latency", "study"}
     assert all(len(text) > 80 for text in render.READ_ME.values())
 
 
@@ -374,3 +467,120 @@ def test_session_export_writes_a_headed_page_and_strict_json(tmp_path):
     assert '<meta charset="utf-8">' in page and "HERMES Studio figures — shapestream-901" in page
     assert all(f"<td>{text}</td>" in page for text in header.values() if "<" not in text and "&" not in text)
     assert page.count('class="plotly-graph-div"') == 1 and "Pick a second policy" not in page
+
+
+# ---- compare mode: kept by A, not by B ----------------------------------------------------------
+DIFF_CASES = [  # tokens A keeps, tokens B keeps (of one layer x frame cell) -> the class drawn
+    (17, 17, "both"),
+    (1, 16, "both"),
+    (17, 0, "only A"),
+    (0, 3, "only B"),
+    (0, 0, "neither"),
+]
+
+
+@pytest.mark.parametrize("a_keeps, b_keeps, expect", DIFF_CASES)
+def test_keep_classes_say_which_policy_keeps_each_layer_and_frame(a_keeps, b_keeps, expect):
+    a, b = chunk_event(), fifo(chunk_event())
+    a.kept, b.kept = np.full((12, 6), 5), np.full((12, 6), 5)
+    a.kept[3, 2], b.kept[3, 2] = a_keeps, b_keeps
+    ids, classes, kept_a, kept_b = render.keep_classes(a, b)
+    assert ids.tolist() == list(range(6)) and render.DIFF_CLASSES[classes[3, 2]] == expect
+    assert (kept_a[3, 2], kept_b[3, 2]) == (a_keeps, b_keeps) and (np.delete(classes.ravel(), 3 * 6 + 2) == 3).all()
+    fig = render.keep_diff(a, b, TIMES)
+    heat = fig.data[0]
+    drawn = np.asarray(heat.z, dtype=float)[3, 2]
+    names = {"both": "both", "only A": "only hermes", "only B": "only fifo", "neither": "neither"}
+    assert names[expect] in heat.text[3][2] and f"hermes {a_keeps} tokens · fifo {b_keeps} tokens" in heat.text[3][2]
+    colour = drawn_colours(heat)[3, 2]
+    want = {"both": render.BOTH_KEPT, "only A": render.LANE_COLOURS[0], "only B": render.LANE_COLOURS[1]}
+    if expect == "neither":
+        assert np.isnan(drawn) and np.isnan(colour).all()  # blank, as an evicted cell is everywhere
+    else:
+        np.testing.assert_allclose(colour, rgb(want[expect]), atol=0.5)  # one flat colour per class
+    legend = {t.name: t.marker.color for t in fig.data[1:]}
+    assert legend == {"only hermes": render.LANE_COLOURS[0], "only fifo": render.LANE_COLOURS[1],
+                      "both": render.BOTH_KEPT, "neither": "white"}
+
+
+def test_keep_diff_puts_frames_only_one_policy_lists_on_the_union_and_counts_every_cell():
+    a, b = chunk_event(), fifo(chunk_event())  # hermes lists frames 0-5; fifo only 3-5 (keeping all of them)
+    a.kept = np.zeros((12, 6), int)
+    a.kept[:, :4] = 16  # hermes keeps frames 0-3 in every layer
+    b.frame_ids, b.kept = np.array([3, 4, 5]), np.full((12, 3), 16)
+    fig = render.keep_diff(a, b, TIMES)
+    z = np.asarray(fig.data[0].z, dtype=float)
+    assert z.shape == (12, 6)
+    assert (z[:, :3] == 2).all() and (z[:, 3] == 3).all() and (z[:, 4:] == 1).all()  # only A, both, only B
+    title = heading(fig)
+    assert title.startswith("Kept by hermes, not by fifo<br>") and "after chunk 3 (ending at 2.5 s)" in title
+    assert "cells: both 12 · only hermes 36 · only fifo 24 · neither 0" in title
+
+
+@pytest.mark.parametrize("a, b, hint", [
+    (None, None, "Pick a second policy"),
+    (chunk_event(chunk=2), fifo(chunk_event(chunk=1)), "Not comparable: hermes is after chunk 3"),
+])
+def test_keep_diff_compares_only_events_of_the_same_chunk(a, b, hint):
+    fig = render.keep_diff(a, b, TIMES)
+    assert not fig.data and hint in fig.layout.annotations[0].text
+
+
+# ---- the chat's verdicts and the running accuracy ------------------------------------------------
+def entry(answers: dict[str, str], truth: str | None = "red", done: tuple[str, ...] | None = None) -> dict:
+    done = tuple(answers) if done is None else done
+    return {"question": "what colour is the circle now ?", "time": 8.0, "truth": truth, "truth_note": None,
+            "answers": answers, "ttft_ms": {p: 10.0 for p in done}, "notes": []}
+
+
+VERDICT_CASES = [  # answers, which have finished, the ground truth line
+    ({"hermes": "red", "fifo": "blue"}, None, "ground truth: **red** ✓ hermes · ✗ fifo"),
+    ({"hermes": "Red.", "fifo": "red it is"}, None, "ground truth: **red** ✓ hermes · ✓ fifo"),
+    ({"hermes": "reddish"}, None, "ground truth: **red** ✗ hermes"),
+    ({"hermes": "red", "fifo": "bl"}, ("hermes",), "ground truth: **red** ✓ hermes"),  # fifo still answering
+    ({"hermes": ""}, None, "ground truth: **red** ✗ hermes"),  # an empty answer is wrong, as the study counts
+]
+
+
+@pytest.mark.parametrize("answers, done, line", VERDICT_CASES)
+def test_each_verdict_in_the_chat_names_its_policy(answers, done, line):
+    shown = render.chat_messages([entry(answers, done=done)])[1]["content"]
+    assert [part for part in shown.split("\n\n") if part.startswith("ground truth")] == [line]
+    from hermes.shapestream import grade
+
+    graded = render.verdicts(entry(answers, done=done))
+    assert graded == {p: grade(t, "red") for p, t in answers.items() if done is None or p in done}
+
+
+def test_the_running_accuracy_line_names_each_policy_and_says_what_was_graded():
+    assert "no question with a ground truth" in render.accuracy_text({"hermes": (0, 0)})
+    text = render.accuracy_text({"hermes": (3, 4), "fifo": (2, 4)}, disagree=1)
+    assert "4 questions with a ground truth" in text and "**hermes** 3/4 right (75%)" in text
+    assert "**fifo** 2/4 right (50%)" in text and "disagree on 1 of 4" in text and "accuracy study" in text
+    assert "disagree" not in render.accuracy_text({"hermes": (1, 1)}, disagree=0)
+
+
+def test_the_sessions_running_accuracy_grades_each_policy_as_the_accuracy_study_does():
+    from app.session import Session
+    from app.settings import Controls, Settings
+    from hermes.shapestream import grade
+
+    settings = Settings()
+    session = Session(settings, Controls(model=settings.models[0], policy="hermes", compare="fifo", budget_frames=4))
+    session.load_example("shapestream-901")
+    session.advance(16.0)
+    assert session.accuracy() == ({"hermes": (0, 0), "fifo": (0, 0)}, 0)
+    asked = [q for q in session.suggestions() if session.truth(q).answer is not None][:2]
+    for question in asked:
+        list(session.ask(question))
+    *_, absent = session.ask("what colour is the cross now ?")  # not applicable now: not graded
+    assert absent["truth"] is None
+    scores, disagree = session.accuracy()
+    entries = [e for e in session.chat if e["truth"] is not None]
+    for policy in ("hermes", "fifo"):
+        right = sum(grade(e["answers"][policy], e["truth"]) for e in entries)
+        assert scores[policy] == (right, len(asked))
+    assert disagree == sum(grade(e["answers"]["hermes"], e["truth"]) != grade(e["answers"]["fifo"], e["truth"])
+                           for e in entries)
+    session.configure(session.controls)  # a new stream: a new chat, nothing graded yet
+    assert session.accuracy() == ({"hermes": (0, 0), "fifo": (0, 0)}, 0)

@@ -3,8 +3,9 @@
     save_model(backbone, Path("assets/models/hermes-tiny"), metrics, cfg, "python -m tiny.train")
 
 The standard save_pretrained layout (config.json, model.safetensors, tokenizer files), plus
-hermes.json (system prompt, pseudo-query texts, held-out metrics; hermes.backbones reads it) and
-README.md, the model card. Loading needs none of this package: hermes.load_backbone("hermes-tiny").
+hermes.json (system prompt, pseudo-query texts and layout, which hermes.backbones reads; what it
+was trained on and can answer, which app.model_card reads; held-out metrics) and README.md, the
+model card. Loading needs none of this package: hermes.load_backbone("hermes-tiny").
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hermes.backbones import HERMES_JSON, TINY_PSEUDO_QUERIES, TINY_SYSTEM_PROMPT, Backbone
-from hermes.shapestream import CATEGORIES
+from hermes.shapestream import CATEGORIES, TEMPLATES
 
 if TYPE_CHECKING:
     from tiny.train import TrainConfig
@@ -50,17 +51,26 @@ teaching model, not a video LLM.
 """
 
 
+TRAINED_ON = "ShapeStream"  # hermes/shapestream.py: the only data it sees
+
+
+def hermes_settings(layout: str, metrics: dict) -> dict:
+    """hermes.json: the system prompt, pseudo-query texts and chunk layout the engine loads it
+    with, what it was trained on and the question templates it was trained to answer (the app's
+    model card reads both), and the held-out metrics."""
+    return {"system_prompt": TINY_SYSTEM_PROMPT, "pseudo_queries": TINY_PSEUDO_QUERIES,
+            "layout": layout,  # the newline per chunk it trains on
+            "trained_on": TRAINED_ON, "answers": [t.name for t in TEMPLATES], "metrics": metrics}
+
+
 def save_model(bb: Backbone, out: Path, metrics: dict, cfg: TrainConfig, command: str) -> None:
-    """Write the model directory: save_pretrained weights and tokenizer, hermes.json (system
-    prompt, pseudo-query texts, metrics) and README.md, the model card (`command`: how it was trained)."""
+    """Write the model directory: save_pretrained weights and tokenizer, hermes.json
+    (`hermes_settings`) and README.md, the model card (`command`: how it was trained)."""
     out.mkdir(parents=True, exist_ok=True)
     bb.model.config.text_config._attn_implementation = None  # chosen again at load time
     bb.model.save_pretrained(out)
     bb.tokenizer.save_pretrained(out)
-    (out / HERMES_JSON).write_text(json.dumps({"system_prompt": TINY_SYSTEM_PROMPT,
-                                               "pseudo_queries": TINY_PSEUDO_QUERIES,
-                                               "layout": bb.layout,  # the newline per chunk it trains on
-                                               "metrics": metrics}, indent=1))
+    (out / HERMES_JSON).write_text(json.dumps(hermes_settings(bb.layout, metrics), indent=1))
     (out / "README.md").write_text(MODEL_CARD.format(
         params=sum(p.numel() for p in bb.model.parameters()) / 1e6, command=command, vision_steps=cfg.vision_steps,
         qa_steps=cfg.qa_steps, lr=cfg.lr, seed=cfg.seed, event_layer=cfg.event_layer,

@@ -248,9 +248,20 @@ def finish(bb: Backbone, cfg: TrainConfig, device: torch.device, start: float, s
     return metrics
 
 
-def main() -> None:
+MODELS = ("tiny", "smol")  # --model: hermes-tiny (this module) or hermes-smol (tiny.smol)
+
+
+def main(argv: list[str] | None = None) -> None:
+    pick = argparse.ArgumentParser(add_help=False)
+    pick.add_argument("--model", choices=MODELS, default="tiny")
+    chosen, argv = pick.parse_known_args(argv)
+    if chosen.model == "smol":  # its own recipe and flags: python -m tiny.train --model smol --help
+        from tiny.smol import main as smol_main
+
+        return smol_main(argv)
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=MODELS, default="tiny", help="which bundled model to train")
     for f in fields(TrainConfig):  # one flag per field, typed by its default
         default = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
@@ -259,8 +270,8 @@ def main() -> None:
                                 if f.name == "export_only" else None)
         else:
             parser.add_argument(flag, type=type(default), default=default)
-    args = parser.parse_args()
-    train(TrainConfig(**{k: v for k, v in vars(args).items()}))
+    args = parser.parse_args(argv)
+    train(TrainConfig(**{k: v for k, v in vars(args).items() if k != "model"}))
 
 
 if __name__ == "__main__":
