@@ -22,7 +22,8 @@ by gradio_client, and reads the server's resident memory (VmRSS) from /proc:
    server's RSS every 20 ms. The growth is the highest sample during the study less the RSS
    just before it. The server's heap has room freed by what ran before, which the study may
    reuse, so the same study also runs alone in a fresh process (the model loaded, nothing
-   else): its growth is the study's own footprint. Limit, both: 500 MB.
+   else): its growth is the study's own footprint. Limit, both: 500 MB. The RSS once that
+   session is freed is reported too.
 
 Writes analysis/results/bench_memory.md and .csv (--out; `_quick` with --quick): one row per
 measurement with its limit and whether it held. The allocator settings in force are the
@@ -200,6 +201,7 @@ class Studied:
     growth_mb: float  # the study's peak RSS growth
     frames: int
     took_s: float
+    after_mb: float  # RSS once that session was freed
 
 
 def study(server: AppServer, video: Path) -> Studied:
@@ -227,7 +229,7 @@ def study(server: AppServer, video: Path) -> Studied:
     finally:
         c.close()
     settle(server.url)
-    return Studied(before - uploaded, before, peak.peak - before, frames, took)
+    return Studied(before - uploaded, before, peak.peak - before, frames, took, rss_mb(server.proc.pid))
 
 
 def study_alone(video: Path, fps: float = 2.0, budget: int = 256) -> tuple[float, float, float]:
@@ -264,8 +266,12 @@ def run(args) -> tuple[list[dict], list[Row]]:
         raise
     finally:
         server.stop()
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as alone:
-        alone_before, alone_growth, alone_took = alone.submit(study_alone, video).result()
+    os.environ["MALLOC_ARENA_MAX"] = "2"  # the child's allocator as the app's (glibc reads it at start)
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as alone:
+            alone_before, alone_growth, alone_took = alone.submit(study_alone, video).result()
+    finally:
+        del os.environ["MALLOC_ARENA_MAX"]
     shutil.rmtree(tmp, ignore_errors=True)
     peak = max(r["peak_rss_mb"] for r in wave_rows)
     return wave_rows, [
@@ -281,9 +287,11 @@ def run(args) -> tuple[list[dict], list[Row]]:
         Row(f"the study's peak RSS growth on a {args.minutes:g}-minute upload ({studied.frames} frames at 2 fps)",
             round(studied.growth_mb, 1), "MB", f"<= {STUDY_LIMIT_MB}", studied.growth_mb <= STUDY_LIMIT_MB,
             f"from {studied.before_mb:.0f} MB; the study took {studied.took_s:.0f} s"),
+        Row("RSS with no session once that session was freed", round(studied.after_mb, 1), "MB", "-", None,
+            f"+{studied.after_mb - baseline:.0f} MB over the baseline"),
         Row("the same study alone in a fresh process: peak RSS growth", round(alone_growth, 1), "MB",
             f"<= {STUDY_LIMIT_MB}", alone_growth <= STUDY_LIMIT_MB,
-            f"from {alone_before:.0f} MB (the model loaded); {alone_took:.0f} s"),
+            f"from {alone_before:.0f} MB (the model loaded; 2 malloc arenas, as the app); {alone_took:.0f} s"),
     ]
 
 

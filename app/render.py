@@ -238,8 +238,7 @@ def attention_heatmap(event: ChunkEvent | None, times: Sequence[float] | np.ndar
         when = f"after {_chunk(event)}, before its eviction"
     else:
         return empty_figure("Attention per layer over time",
-                            "No attention yet: start a video (attention is recorded for policies "
-                            "that score with it, e.g. hermes, h2o, snapkv).")
+                            "No attention yet: start a video; the map is drawn after the first chunk.")
     cols = frame_columns(frame_ids, times)
     z = _spread(np.where(held, np.log10(np.maximum(attn, LOG_FLOOR)), np.nan), cols)  # (L, C)
     # a question asked earlier: the axis still runs to the newest frame in memory (as the occupancy

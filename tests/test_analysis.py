@@ -242,7 +242,7 @@ def test_bench_memory_quick_frees_sessions_bounds_the_study_and_keeps_few_export
 
     bench_memory.main(["--quick", "--out", str(tmp_path)])
     rows = {r["measurement"]: r for r in csv.DictReader((tmp_path / "bench_memory_quick.csv").open())}
-    assert len(rows) == 8 and all(r["held"] in ("yes", "-") for r in rows.values()), rows
+    assert len(rows) == 9 and all(r["held"] in ("yes", "-") for r in rows.values()), rows
     exported = rows["export files on disk after 5 exports by one session"]
     assert int(float(exported["value"])) == 6  # the newest 3 of 5, two files each
     assert int(float(rows["export files on disk after that session is freed"]["value"])) == 0
