@@ -283,7 +283,7 @@ def run(args) -> tuple[list[dict], list[Row]]:
             f"<= {EXPORTS_LIMIT}", kept <= EXPORTS_LIMIT, f"{size:.1f} MB"),
         Row("export files on disk after that session is freed", left, "files", "0", left == 0),
         Row(f"RSS growth while that upload played to its end ({studied.frames} frames in memory)",
-            round(studied.played_mb, 1), "MB", "-", None, "the session's telemetry, kept for the whole stream"),
+            round(studied.played_mb, 1), "MB", "-", None),
         Row(f"the study's peak RSS growth on a {args.minutes:g}-minute upload ({studied.frames} frames at 2 fps)",
             round(studied.growth_mb, 1), "MB", f"<= {STUDY_LIMIT_MB}", studied.growth_mb <= STUDY_LIMIT_MB,
             f"from {studied.before_mb:.0f} MB; the study took {studied.took_s:.0f} s"),

@@ -27,7 +27,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -122,6 +122,8 @@ class Session:
         self.settings = settings
         self.lock = threading.RLock()
         self.touched = time.monotonic()
+        self._requests = 0  # requests at work in the session now (`working`)
+        self._requests_lock = threading.Lock()
         self.source: Source | None = None
         self.controls = controls or Controls(model=settings.models[0])
         self.chat: list[dict] = []  # {"question", "time", "player_s", "answers": {policy: text}, "ttft_ms", "truth",
@@ -205,9 +207,26 @@ class Session:
             self.playback.pause()
             return self.status()
 
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        """A request at work in the session (app.ui's handler wraps every one): the session is
+        busy until it ends, and its end counts as activity. A request waiting for the session's
+        lock behind a long answer is at work too, so the idle sweep never frees a session
+        between one request releasing the lock and the next taking it."""
+        with self._requests_lock:
+            self._requests += 1
+        try:
+            yield
+        finally:
+            with self._requests_lock:
+                self._requests -= 1
+                self.touched = time.monotonic()
+
     def busy(self) -> bool:
-        """True while a request is working in the session (an ingest, an answer, a restart):
-        a session in use is not idle, however long ago its request began."""
+        """True while a request is working in the session (an ingest, an answer, a restart, or
+        one waiting for its lock): a session in use is not idle, however long ago it began."""
+        if self._requests:
+            return True
         if not self.lock.acquire(blocking=False):
             return True
         self.lock.release()

@@ -154,7 +154,8 @@ def handler(on_error: Callable[..., Any], start: bool = False) -> Callable[[Call
                 session = None
                 try:
                     session = session_for(request)
-                    yield from fn(session, *inputs)
+                    with session.working():  # busy, never idle, until the request ends
+                        yield from fn(session, *inputs)
                 except Exception as err:
                     yield on_error(session, failure(fn, err), *inputs)
         else:
@@ -163,7 +164,8 @@ def handler(on_error: Callable[..., Any], start: bool = False) -> Callable[[Call
                 session = None
                 try:
                     session = session_for(request)
-                    return fn(session, *inputs)
+                    with session.working():
+                        return fn(session, *inputs)
                 except Exception as err:
                     return on_error(session, failure(fn, err), *inputs)
 
