@@ -105,7 +105,7 @@ def test_apply_and_a_new_example_restart_memory_with_the_player(page):
     assert re.search(r"answered from memory up to [\d.]+ s; the player was at [\d.]+ s", reply), reply
     assert wait_for(lambda: page.locator("#view input[value=question]").is_checked(), timeout=20)
     attention = page.locator("#attention")  # new chunks land: still the question's map, at the question's time
-    assert wait_for(lambda: "the stream is now at" in attention.inner_text(), timeout=30), attention.inner_text()
+    assert wait_for(lambda: "streamed since" in attention.inner_text(), timeout=30), attention.inner_text()
     assert "question:" in attention.inner_text() and "asked with memory up to" in attention.inner_text()
     shot(page, "question-map")
 
