@@ -49,8 +49,10 @@ def readout_words(question: Question) -> tuple[str, ...]:
 
 
 def frame_tokens(bb: Backbone, pixels: torch.Tensor) -> torch.Tensor:
-    """(T, 3, S, S) -> (T, tokens_per_frame, D) pooled projector output (newline dropped)."""
-    return bb.encode_pixels(pixels)[0, :-1].view(pixels.shape[0], bb.tokens_per_frame, -1)
+    """(T, 3, S, S) -> (T, tokens_per_frame, D) pooled projector output, without the chunk's
+    newline in either layout (newline-per-chunk models return one; the other layout does not)."""
+    feats = bb.encode_pixels(pixels)[0]  # (T * tokens_per_frame [+ 1], D)
+    return feats[: pixels.shape[0] * bb.tokens_per_frame].view(pixels.shape[0], bb.tokens_per_frame, -1)
 
 
 @dataclass

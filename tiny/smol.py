@@ -67,8 +67,8 @@ from hermes.smol import SMOL_BASE, check_base, compose, part_keys, smol_config
 from hermes.tokenizer import CHAT_TEMPLATE
 from tiny.heads import AuxHeads
 from tiny.labels import dense_labels
-from tiny.samples import CHUNK, FPS, TRAIN_SEED0, vision_batch
-from tiny.train import lr_at
+from tiny.samples import CHUNK, FPS, TRAIN_SEED0
+from tiny.train import lr_at, vision_stage
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -423,24 +423,7 @@ def train(cfg: SmolConfig) -> dict:
     if cfg.export_only:
         return finish(bb, lora, cfg, device, start, state)
     if state["stage"] == "vision":
-        bar = tqdm(range(state["step"], cfg.vision_steps), desc="vision", initial=state["step"],
-                   total=cfg.vision_steps)
-        acc = float("nan")
-        for step in bar:
-            for group in opt_v.param_groups:
-                group["lr"] = lr_at(step, cfg.vision_steps, cfg.vision_lr)
-            frames, shapes, colours = vision_batch(step, cfg.vision_batch, device)
-            pixels = bb.preprocess(frames)
-            tokens = bb.encode_pixels(pixels)[0].view(len(frames), bb.tokens_per_frame, -1)
-            loss, acc = heads.loss(tokens, shapes, colours, embed)
-            opt_v.zero_grad()
-            loss.backward()
-            opt_v.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}", cell_acc=f"{acc:.3f}")
-            state["step"] = step + 1
-            if (step + 1) % cfg.save_every == 0:
-                checkpoint()
-        state = {**state, "stage": "qa", "step": 0, "log": state["log"] + [{"vision_cell_acc": acc}]}
+        state = vision_stage(bb, heads, opt_v, embed, cfg, device, state, checkpoint)
         checkpoint()
     bar = tqdm(range(state["step"], cfg.qa_steps), desc="qa", initial=state["step"], total=cfg.qa_steps)
     ema = None

@@ -49,6 +49,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -108,6 +109,30 @@ def stream_seconds(step: int, cfg: TrainConfig, rng: random.Random) -> float:
     grow = min(1.0, step / max(1, 0.4 * cfg.qa_steps))
     top = cfg.min_seconds + grow * (cfg.max_seconds - cfg.min_seconds)
     return CHUNK / FPS * rng.randint(int(cfg.min_seconds * FPS / CHUNK), max(1, int(top * FPS / CHUNK)))
+
+
+def vision_stage(bb: Backbone, heads: torch.nn.Module, opt_v: torch.optim.Optimizer, embed: torch.Tensor,
+                 cfg: TrainConfig, device: torch.device, state: dict, checkpoint: Callable[[], None]) -> dict:
+    """Stage 1 of both trainers (hermes-tiny's and tiny.smol's): `cfg.vision_steps` batches of
+    independent frames through the vision tower and projector, scored by the frame-loss heads
+    against `embed` (the decoder's word embeddings). Updates state["step"] in place (so
+    `checkpoint` saves progress) and returns the state that starts the question-answering stage."""
+    bar = tqdm(range(state["step"], cfg.vision_steps), desc="vision", initial=state["step"], total=cfg.vision_steps)
+    acc = float("nan")
+    for step in bar:
+        for group in opt_v.param_groups:
+            group["lr"] = lr_at(step, cfg.vision_steps, cfg.vision_lr)
+        frames, shapes, colours = vision_batch(step, cfg.vision_batch, device)
+        tokens = frame_tokens(bb, bb.preprocess(frames).to(device))  # (B, tokens_per_frame, D)
+        loss, acc = heads.loss(tokens, shapes, colours, embed)
+        opt_v.zero_grad()
+        loss.backward()
+        opt_v.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", cell_acc=f"{acc:.3f}")
+        state["step"] = step + 1
+        if (step + 1) % cfg.save_every == 0:
+            checkpoint()
+    return {**state, "stage": "qa", "step": 0, "log": state["log"] + [{"vision_cell_acc": acc}]}
 
 
 @torch.no_grad()
@@ -183,22 +208,7 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.export_only:  # save the checkpoint as it is (e.g. a run stopped early)
         return finish(bb, cfg, device, start, state)
     if state["stage"] == "vision":
-        bar = tqdm(range(state["step"], cfg.vision_steps), desc="vision", initial=state["step"],
-                   total=cfg.vision_steps)
-        for step in bar:
-            for group in opt_v.param_groups:
-                group["lr"] = lr_at(step, cfg.vision_steps, cfg.vision_lr)
-            frames, shapes, colours = vision_batch(step, cfg.vision_batch, device)
-            tokens = frame_tokens(bb, bb.preprocess(frames).to(device))
-            loss, acc = heads.loss(tokens, shapes, colours, embed.detach())
-            opt_v.zero_grad()
-            loss.backward()
-            opt_v.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}", cell_acc=f"{acc:.3f}")
-            state["step"] = step + 1
-            if (step + 1) % cfg.save_every == 0:
-                checkpoint()
-        state = {"stage": "qa", "step": 0, "log": state["log"] + [{"vision_cell_acc": acc}]}
+        state = vision_stage(bb, heads, opt_v, embed.detach(), cfg, device, state, checkpoint)
         checkpoint()
     bar = tqdm(range(state["step"], cfg.qa_steps), desc="qa", initial=state["step"], total=cfg.qa_steps)
     ema_acc = None
