@@ -138,6 +138,50 @@ def findings(model: str, m: Measured | None) -> str:
     return " ".join(lines) + f"\n\n*{PAPER_FINDING}*"
 
 
+VERDICT_WORDS = {  # hermes.studies.mechanistic.split's verdicts, as the comparison words them
+    "paper": "the paper's direction (shallow layers on the newest frames, deep layers further back)",
+    "reversed": "the reverse of the paper's split (deep layers on the newest frames)",
+    "none": "no split between shallow and deep layers",
+    "few": "too few questions to call a split",
+    None: "no shallow and deep tiers to set against each other",
+}
+
+
+def compare_layers(models: Iterable[str], results: Path = RESULTS) -> str:
+    """Markdown for the Study tab and the README: the committed mechanistic studies of `models`
+    side by side (per tier, the share of video attention on the newest 10% of tokens; the
+    recency-bound layers; the verdict of hermes.studies.mechanistic.split), then what they
+    show, worded from those verdicts alone. A model with no committed study is said to have none."""
+    rows, verdicts = [], {}
+    head = ("| model | layers | questions, FIFO budget | shallow | middle | deep | recency-bound layers (share) "
+            "| split |")
+    for model in models:
+        m = committed_study(model, results)
+        if m is None:
+            rows.append(f"| {model} | | not measured here | | | | | |")
+            continue
+        share = np.array(m.recent_share, dtype=np.float64)
+        groups = tier_layers(m.tiers)
+        cells = [f"{layers_text(groups[t])}: {tier_mean(share, groups[t]):.0%}" if t in groups else "" for t in
+                 ("shallow", "middle", "deep")]
+        bound = [int(i) for i in np.argsort(-share, kind="stable") if share[i] >= BOUND]
+        verdicts[model] = split(m.recent_share, m.tiers, m.n_questions)
+        rows.append(f"| {model} | {len(share)} | {m.n_questions}, {m.budget} tokens | " + " | ".join(cells)
+                    + " | " + (", ".join(f"{i} ({share[i]:.0%})" for i in bound) or "none") + " | "
+                    + str(verdicts[model]) + " |")
+    said = [f"{model}: {VERDICT_WORDS[v]}" for model, v in verdicts.items()]
+    if len(set(verdicts.values())) > 1:
+        said.append("The models divide their memory differently: which layers look at the newest frames depends "
+                    "on the model, so the tiers a policy assigns should be checked on the model it runs")
+    elif len(verdicts) > 1:
+        said.append("The models agree on this measurement")
+    intro = (f"Per tier, the share of each layer's video attention on the newest {RECENT:.0%} of its cached tokens "
+             f"(an even spread gives {RECENT:.0%}; recency-bound: {BOUND:.0%} or more), as measured by each model's "
+             "committed mechanistic study (`python -m analysis.mechanistic --model MODEL`).")
+    return "\n".join([intro, "", head, "|---" * 8 + "|", *rows, "", ". ".join(said) + "." if said else
+                      "No model here has a committed mechanistic study."])
+
+
 # ---- the model card ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Card:

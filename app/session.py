@@ -44,7 +44,7 @@ from app.study import frames_held, span_text
 from hermes.backbones import Backbone, load_backbone
 from hermes.errors import HermesError
 from hermes.inputs import check_question
-from hermes.studies.mechanistic import Study, distance_edges, hermes_tiers, study_stream, summarise
+from hermes.studies.mechanistic import Study, counted, distance_edges, hermes_tiers, study_stream, summarise
 from hermes.telemetry import ChunkEvent, QuestionEvent
 
 if TYPE_CHECKING:
@@ -469,7 +469,8 @@ class Session:
                                             for k, v in c.policy_params(p).items()) or "no parameters")
                       for p in c.policy_names()]
             memory = self.memory_time()
-            held = (f"{st['chunks']} chunks, frames up to {memory:.1f} s" if memory is not None else "nothing yet")
+            held = (f"{counted(st['chunks'], 'chunk')}, frames up to {memory:.1f} s" if memory is not None
+                    else "nothing yet")
             held += f" ({st['frames']} frames read, up to {st['ingested_s']:.1f} s)" + (
                 " · stream ended" if st["ended"] else "")
             return {"stream": f"{st['source']}{length}" if st["source"] else "none (nothing played)",

@@ -29,12 +29,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hermes import policies
-from hermes.backbones import BUNDLED_MODELS
+from hermes.backbones import bundled_ready
 from hermes.config import HermesConfig
 from hermes.errors import HermesError, check_number
 from hermes.video import MAX_SIZE
 
 DEFAULT_MODEL = "hermes-tiny"
+BUNDLED_OFFERED = (DEFAULT_MODEL, "hermes-smol")  # bundled models the UI offers when they can load, default first
 KNOWN_HUB_MODELS = ("llava-hf/llava-onevision-qwen2-0.5b-ov-hf",)
 ENGINE = HermesConfig()  # the engine's defaults
 HERMES = policies.Hermes()  # the hermes policy's defaults (its dataclass)
@@ -73,10 +74,10 @@ def panel_number(name: str, value: object, whole: bool = False) -> int | float:
 
 
 def _models() -> list[str]:
-    """The allowlist the UI offers: the bundled model (random-tiny if it is missing), plus
-    HERMES_MODEL when it names a known hub model or an existing local directory."""
-    bundled = DEFAULT_MODEL if (BUNDLED_MODELS[DEFAULT_MODEL] / "config.json").exists() else "random-tiny"
-    models = [bundled]
+    """The allowlist the UI offers: the bundled models that can load here (the default first;
+    random-tiny if none can), plus HERMES_MODEL when it names a known hub model or an existing
+    local directory."""
+    models = [m for m in BUNDLED_OFFERED if bundled_ready(m)] or ["random-tiny"]
     extra = os.environ.get("HERMES_MODEL", "").strip()
     if extra and (extra in KNOWN_HUB_MODELS or os.path.isdir(extra)) and extra not in models:
         models.insert(0, extra)  # the Space's choice is the default

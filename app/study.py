@@ -32,6 +32,7 @@ class Figure:
     title: str
     png: Path | None
     notes: str  # markdown: the result file without its title and image lines
+    model: str = "hermes-tiny"  # the model it was measured on
 
 
 def notes_of(md: str) -> str:
@@ -40,14 +41,19 @@ def notes_of(md: str) -> str:
     return "\n".join(lines).strip()
 
 
-def committed(results: Path = RESULTS) -> list[Figure]:
+def committed(results: Path = RESULTS, models: tuple[str, ...] = ("hermes-tiny",)) -> list[Figure]:
+    """Each committed figure for each of `models`, figure by figure: the first model's under the
+    plain name, another's as NAME-<model> (analysis.common.result_name). The first model's missing
+    figure says which command makes it; another model's missing figure is left out."""
     out = []
     for name, title, command in FIGURES:
-        png, md = results / f"{name}.png", results / f"{name}.md"
-        if png.exists() and md.exists():
-            out.append(Figure(name, title, png, notes_of(md.read_text())))
-        else:
-            out.append(Figure(name, title, None, f"Not generated yet: run `{command}` (or `make figures`)."))
+        for i, model in enumerate(models):
+            stem = name if i == 0 else f"{name}-{model}"
+            png, md = results / f"{stem}.png", results / f"{stem}.md"
+            if png.exists() and md.exists():
+                out.append(Figure(name, title, png, notes_of(md.read_text()), model))
+            elif i == 0:
+                out.append(Figure(name, title, None, f"Not generated yet: run `{command}` (or `make figures`).", model))
     return out
 
 

@@ -35,13 +35,13 @@ from gradio.utils import get_upload_folder
 from app import model_card, render
 from app.playback import PlayerReport, check_report
 from app.session import Session
-from app.settings import MAX_BUDGET_FRAMES, Controls, Settings, panel_number
+from app.settings import BUNDLED_OFFERED, MAX_BUDGET_FRAMES, Controls, Settings, panel_number
 from app.sources import UploadGate, list_examples
 from app.store import SessionStore, client_address
 from app.study import committed
 from hermes import policies
 from hermes.errors import HermesError
-from hermes.studies.mechanistic import MIN_QUESTIONS, reading
+from hermes.studies.mechanistic import MIN_QUESTIONS, counted, reading
 from hermes.telemetry import process_rss_mib
 
 SETTINGS = Settings()
@@ -198,8 +198,8 @@ def status_line(st: dict) -> str:
         return f"Choose an example stream, upload a video or start the webcam. · {runs_on}"
     read, player, state, memory = st["ingested_s"], st["player_s"], st["state"], st["memory_s"]
     held = "memory holds nothing yet" if memory is None else f"memory holds up to {memory:.1f} s"
-    parts = [f"**{st['source']}** — {held} ({st['frames']} frames read, to {read:.1f} s; {st['chunks']} chunks)",
-             runs_on]
+    chunks = counted(st["chunks"], "chunk")
+    parts = [f"**{st['source']}** — {held} ({st['frames']} frames read, to {read:.1f} s; {chunks})", runs_on]
     if st["pending_frames"]:
         parts.append(f"{st['pending_frames']} frames waiting for the chunk to fill")
     if state == "waiting":
@@ -625,10 +625,13 @@ def _study_tab(w: SimpleNamespace) -> None:
         w.study_btn = gr.Button("Run on this stream", elem_id="study-run", scale=1)
     w.study_plot = gr.Plot(elem_id="study-plot", show_label=False)
     w.study_text = gr.Markdown(render.READ_ME["study"], elem_id="study-reading")
-    for fig in committed():
-        gr.Markdown(f"### {fig.title}")
+    gr.Markdown("### Where each bundled model's layers look\n\n" + model_card.compare_layers(BUNDLED_OFFERED),
+                elem_id="study-compare")
+    for fig in committed(models=BUNDLED_OFFERED):
+        gr.Markdown(f"### {fig.title}: {fig.model}")
         if fig.png is not None:
-            gr.Image(str(fig.png), show_label=False, interactive=False, elem_id=f"study-{fig.name}")
+            gr.Image(str(fig.png), show_label=False, interactive=False, elem_id=f"study-{fig.name}"
+                     + ("" if fig.model == BUNDLED_OFFERED[0] else f"-{fig.model}"))
         with gr.Accordion("numbers and reading", open=fig.png is None):
             gr.Markdown(fig.notes)
 

@@ -348,6 +348,20 @@ def _read_settings(directory: Path | None) -> dict:
     return settings
 
 
+def bundled_ready(model: str) -> bool:
+    """Can the bundled `model` load here: its folder is trained (config.json) and, for a
+    committed part on a base (hermes-smol), the base is prepared (`make smol-base`)?"""
+    directory = BUNDLED_MODELS[model]
+    if not (directory / "config.json").is_file():
+        return False
+    base = _read_settings(directory).get("base")
+    if not base:
+        return True
+    from hermes.smol import base_ready  # hermes.smol imports this module
+
+    return base_ready(base)
+
+
 def _directory_template(directory: Path | None) -> tuple[str | None, str]:
     """The chat template saved beside the model, found as transformers' processor finds it:
     the legacy processor file chat_template.json first, then chat_template.jinja; and where

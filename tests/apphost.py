@@ -1,4 +1,5 @@
-"""Start app.py in a subprocess on a free loopback port (for the gradio_client and browser tests)."""
+"""Start app.py in a subprocess on a free loopback port (for the gradio_client and browser
+tests), and open it in headless Debian Chromium (playwright) with the project's flags."""
 
 from __future__ import annotations
 
@@ -8,9 +9,19 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"  # screenshots and app logs of the browser tests
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--autoplay-policy=no-user-gesture-required"]
+needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
 
 
 def free_port() -> int:
@@ -48,3 +59,36 @@ class AppServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+@contextmanager
+def served(log_name: str, env: dict[str, str] | None = None) -> Iterator[AppServer]:
+    """An app.py on loopback for the block, its output in tests/artifacts/`log_name`."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    app = AppServer(env=env, log=ARTIFACTS / log_name).wait()
+    try:
+        yield app
+    finally:
+        app.stop()
+
+
+@contextmanager
+def chromium(extra_flags: tuple[str, ...] = ()) -> Iterator:
+    """A headless Chromium (playwright Browser) for the block."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[*FLAGS, *extra_flags])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_app(opener, url: str, viewport: dict[str, int] | None = None):
+    """A new tab of `opener` (a Browser, or a BrowserContext whose viewport is set) on the app,
+    once its first plot has drawn."""
+    page = opener.new_page(viewport=viewport) if viewport else opener.new_page()
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#attention .js-plotly-plot", timeout=60_000)
+    return page

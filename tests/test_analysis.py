@@ -25,7 +25,7 @@ from tests.conftest import make_engine, random_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ("accuracy", "ablations", "mechanistic", "efficiency", "soak", "bench_engine", "bench_policies",
-           "bench_hermes_tiny", "bench_memory")
+           "bench_model", "bench_memory")
 
 
 @pytest.mark.parametrize("n_video, bins, span, expected", [
@@ -211,6 +211,12 @@ def test_study_tab_lists_committed_figures_and_says_how_to_make_missing_ones(tmp
     assert figures["mechanistic"].notes == "Shallow layers look back."
     assert figures["efficiency"].png is None and "python -m analysis.efficiency" in figures["efficiency"].notes
     assert notes_of("# t\nbody") == "body"
+    (tmp_path / "mechanistic-hermes-smol.png").write_bytes(b"png")  # another model's: beside the first's
+    (tmp_path / "mechanistic-hermes-smol.md").write_text("# Title\n\nDeep layers look back.\n")
+    both = [(f.name, f.model, f.notes) for f in committed(tmp_path, models=("hermes-tiny", "hermes-smol"))]
+    assert both[:2] == [("mechanistic", "hermes-tiny", "Shallow layers look back."),
+                        ("mechanistic", "hermes-smol", "Deep layers look back.")]
+    assert [m for name, m, _ in both if name == "efficiency"] == ["hermes-tiny"]  # its missing one is left out
 
 
 def test_gpu_check_quick_reports_ingest_ttft_per_budget_and_every_method(tmp_path):

@@ -13,9 +13,10 @@ import pytest
 
 from app.playback import Playback
 from app.session import Session
-from app.settings import Controls, Settings
+from app.settings import BUNDLED_OFFERED, Controls, Settings
 from app.sources import downscale
 from app.store import SessionsFull, SessionStore
+from hermes.backbones import BUNDLED_MODELS, bundled_ready
 from hermes.errors import HermesError, VideoError
 from tests.apphost import AppServer
 from tests.badfiles import BAD_FILES
@@ -270,7 +271,7 @@ def test_end_to_end_example_question_answer_and_telemetry(client, tmp_path):
     assert player and EXAMPLE in status
     for playhead in (2.0, 4.0, 6.0, 8.0):
         status = client.predict(playhead, "global", api_name="/tick")[0]
-    assert "1 chunks" in status and " on cpu in float32" in status
+    assert "1 chunk)" in status and " on cpu in float32" in status
     meta = json.loads((Path(__file__).resolve().parent.parent / "assets" / "examples" / f"{EXAMPLE}.json").read_text())
     # asked at 7.9 s (the first chunk ends at 7.5 s); one the bundled model gets right (it gets 4 of
     # the 5 asked then; it calls the blue circle green)
@@ -344,15 +345,33 @@ def test_out_of_range_settings_are_refused_by_the_ui_and_the_stream_goes_on(clie
 
 
 @pytest.mark.parametrize("env, first, offered", [
-    ("", "hermes-tiny", ["hermes-tiny", "random-tiny"]),
+    ("", "hermes-tiny", ["BUNDLED", "random-tiny"]),
     ("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
-     ["llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "hermes-tiny", "random-tiny"]),
-    ("someone/unknown-model", "hermes-tiny", ["hermes-tiny", "random-tiny"]),  # never a free hub id
+     ["llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "BUNDLED", "random-tiny"]),
+    ("someone/unknown-model", "hermes-tiny", ["BUNDLED", "random-tiny"]),  # never a free hub id
 ])
 def test_hermes_model_picks_the_space_model_from_an_allowlist(monkeypatch, env, first, offered):
+    """BUNDLED: the bundled models that can load here, hermes-tiny first (hermes-smol once
+    trained and its base prepared)."""
     monkeypatch.setenv("HERMES_MODEL", env)
+    bundled = [m for m in BUNDLED_OFFERED if bundled_ready(m)]
+    assert bundled[0] == "hermes-tiny"
     models = Settings().models
-    assert models[0] == first and models == offered
+    assert models[0] == first and models == [m for x in offered for m in (bundled if x == "BUNDLED" else [x])]
+
+
+def test_a_bundled_model_on_a_base_is_offered_only_once_the_base_is_prepared(monkeypatch, tmp_path):
+    part = tmp_path / "hermes-smol"
+    part.mkdir()
+    (part / "config.json").write_text("{}")
+    (part / "hermes.json").write_text(json.dumps({"base": "smollm2-135m-instruct"}))
+    monkeypatch.setitem(BUNDLED_MODELS, "hermes-smol", part)
+    monkeypatch.setenv("HERMES_CACHE", str(tmp_path / "empty-cache"))  # no base prepared there
+    assert "hermes-smol" not in Settings().models
+    stamp = tmp_path / "empty-cache" / "smollm2-135m-instruct" / ".stamp"
+    stamp.parent.mkdir(parents=True)
+    stamp.write_text("prepared")
+    assert Settings().models[:2] == ["hermes-tiny", "hermes-smol"]
 
 
 def test_hermes_model_may_name_a_local_model_directory(monkeypatch, tmp_path):

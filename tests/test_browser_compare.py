@@ -14,17 +14,15 @@ also as the whole page, *-full.png).
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
 import pytest
 
-from tests.apphost import AppServer
-from tests.test_browser import ARTIFACTS, CHROMIUM, FLAGS, plot_signature
+from tests.apphost import ARTIFACTS, chromium, needs_chromium, open_app, served
+from tests.test_browser import plot_signature
 
-pytestmark = [pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed"),
-              pytest.mark.timeout(300)]
+pytestmark = [needs_chromium, pytest.mark.timeout(300)]
 
 QUESTION = "how many shapes are on the screen now ?"  # ShapeStream: a ground truth at any time
 SIZES = {"1280": {"width": 1280, "height": 800}, "1920": {"width": 1920, "height": 1080}}
@@ -64,27 +62,18 @@ RANGES_JS = """(ids) => ids.map(id => { const gd = document.querySelector('#' + 
 
 @pytest.fixture(scope="module")
 def server():
-    ARTIFACTS.mkdir(exist_ok=True)
-    app = AppServer(log=ARTIFACTS / "browser-compare-app.log").wait()
-    yield app
-    app.stop()
+    with served("browser-compare-app.log") as app:
+        yield app
 
 
 @pytest.fixture()
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 def open_page(browser, server):
-    page = browser.new_page(viewport=SIZES["1280"])
-    page.goto(server.url, wait_until="load")
-    page.wait_for_selector("#attention .js-plotly-plot", timeout=60_000)
-    return page
+    return open_app(browser, server.url, SIZES["1280"])
 
 
 def play_and_ask(page, seconds: float = 20.0) -> str:

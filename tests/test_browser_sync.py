@@ -15,33 +15,22 @@ import time
 
 import pytest
 
-from tests.apphost import AppServer
-from tests.test_browser import ARTIFACTS, CHROMIUM, FLAGS
+from tests.apphost import ARTIFACTS, chromium, needs_chromium, open_app, served
 
-pytestmark = [pytest.mark.skipif(not __import__("os").path.exists(CHROMIUM), reason="Debian chromium is not installed"),
-              pytest.mark.timeout(400)]
+pytestmark = [needs_chromium, pytest.mark.timeout(400)]
 RATE = 2.0  # the player plays this much faster than real time, to reach 20 s in 10 s
 
 
 @pytest.fixture(scope="module")
 def server():
-    ARTIFACTS.mkdir(exist_ok=True)
-    app = AppServer(log=ARTIFACTS / "browser-sync-app.log").wait()
-    yield app
-    app.stop()
+    with served("browser-sync-app.log") as app:
+        yield app
 
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        tab = browser.new_page(viewport={"width": 1280, "height": 800})
-        tab.goto(server.url, wait_until="load")
-        tab.wait_for_selector("#attention .js-plotly-plot", timeout=60_000)
-        yield tab
-        browser.close()
+    with chromium() as browser:
+        yield open_app(browser, server.url, {"width": 1280, "height": 800})
 
 
 def status(page) -> str:

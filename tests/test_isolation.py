@@ -407,7 +407,7 @@ def test_identical_uploads_from_two_browsers_survive_either_leaving(server, tmp_
     tab = tabs[stays]
     tab.predict("hermes-tiny", "hermes", "off", 32, 16, 2.0, 0.1, 0.7, True, True, "lazy", api_name="/configure")
     status = tab.predict(10.0, "global", api_name="/tick")[0]  # decoded again from the start: its file is there
-    assert "holiday.mp4" in status and "1 chunks" in status, status
+    assert "holiday.mp4" in status and "1 chunk)" in status, status
     heartbeat_ends(server.url, tab.session_hash, tab.headers["x-forwarded-for"])
     assert wait_for(lambda: not folders(server))
     for t in tabs.values():
@@ -528,7 +528,7 @@ def test_bad_numbers_and_text_from_the_api_give_one_clear_line(server, streaming
     message = out["data"][at]
     assert re.search(words, message) and "\n" not in message, message
     status = call(server.url, "tick", [8.0, "global"], streaming_tab)["data"][0]  # the stream and session go on
-    assert EXAMPLE in status and "1 chunks" in status and "stopped" not in status, status
+    assert EXAMPLE in status and "1 chunk)" in status and "stopped" not in status, status
 
 
 @pytest.mark.timeout(300)

@@ -207,6 +207,22 @@ def test_the_committed_study_is_read_as_measured():
     assert m.n_questions == len(np.load(RESULTS / "mechanistic.npz")["profiles"]) and m.budget == 512
 
 
+@pytest.mark.parametrize("studies, says", [
+    ({"a": SPLIT, "b": REVERSED}, ["a: the paper's direction", "b: the reverse of the paper's split",
+                                   "divide their memory differently"]),
+    ({"a": REVERSED, "b": REVERSED}, ["a: the reverse", "b: the reverse", "The models agree"]),
+    ({"a": FLAT, "b": None}, ["a: no split between shallow and deep", "| b | | not measured here |"]),
+])
+def test_the_two_models_layers_are_compared_from_their_measured_studies(monkeypatch, studies, says):
+    monkeypatch.setattr(model_card, "committed_study",
+                        lambda model, results=RESULTS: None if studies[model] is None else measure(studies[model]))
+    text = model_card.compare_layers(list(studies))
+    assert all(s in text for s in says), text
+    assert claims_paper_split(text) is (SPLIT in studies.values())  # the split only where a study shows it
+    if studies.get("a") is REVERSED:
+        assert "| a | 12 | 40, 256 tokens | layer 0: 8% | layers 1-7: 19% | layers 8-11: 22% |" in text
+
+
 # ---- committed results: only those that name the model -----------------------------------------
 @pytest.mark.parametrize("study", ["mechanistic", "accuracy"])
 def test_committed_results_are_found_by_the_model_they_name(study):

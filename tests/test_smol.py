@@ -111,6 +111,7 @@ def test_trainer_steps_run_resume_and_write_the_model_folder(fake_base, capsys):
     card = json.loads((fake_base.out / "hermes.json").read_text())
     assert card["base"] == FAKE and card["metrics"]["qa_steps_done"] == 2
     assert {"perception", "all"} <= set(card["metrics"])
+    assert card["trained_on"] == "ShapeStream" and "which shape appeared first ?" in card["answers"]  # the app's card
     assert "--model smol" in (fake_base.out / "README.md").read_text()
     assert torch.load(fake_base.work / "checkpoint.pt", weights_only=True)["state"]["step"] == 2
     train_main([*args, "--qa-steps", "3"])

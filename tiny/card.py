@@ -54,12 +54,14 @@ teaching model, not a video LLM.
 TRAINED_ON = "ShapeStream"  # hermes/shapestream.py: the only data it sees
 
 
-def hermes_settings(layout: str, metrics: dict) -> dict:
-    """hermes.json: the system prompt, pseudo-query texts and chunk layout the engine loads it
-    with, what it was trained on and the question templates it was trained to answer (the app's
-    model card reads both), and the held-out metrics."""
-    return {"system_prompt": TINY_SYSTEM_PROMPT, "pseudo_queries": TINY_PSEUDO_QUERIES,
-            "layout": layout,  # the newline per chunk it trains on
+def hermes_settings(layout: str, metrics: dict, system_prompt: str = TINY_SYSTEM_PROMPT,
+                    pseudo_queries: dict[str, str] = TINY_PSEUDO_QUERIES) -> dict:
+    """hermes.json of a model trained here (hermes-tiny's defaults; tiny.smol passes its own
+    prompts): the system prompt, pseudo-query texts and chunk layout the engine loads it with,
+    what it was trained on and the question templates it was trained to answer (the app's model
+    card reads both), and the held-out metrics."""
+    return {"system_prompt": system_prompt, "pseudo_queries": pseudo_queries,
+            "layout": layout,  # the layout it trains on
             "trained_on": TRAINED_ON, "answers": [t.name for t in TEMPLATES], "metrics": metrics}
 
 

@@ -65,6 +65,7 @@ from hermes.backbones import (
 from hermes.shapestream import CATEGORIES, COLOURS, SHAPES, Question, Stream, generate, grade, template_of
 from hermes.smol import SMOL_BASE, check_base, compose, part_keys, smol_config
 from hermes.tokenizer import CHAT_TEMPLATE
+from tiny.card import hermes_settings
 from tiny.heads import AuxHeads
 from tiny.labels import dense_labels
 from tiny.samples import CHUNK, FPS, TRAIN_SEED0
@@ -181,9 +182,9 @@ def save_smol(bb: Backbone, lora: PeftModel, out: Path, metrics: dict, cfg: Smol
               metadata={"format": "pt"})
     lora.save_pretrained(out, save_embedding_layers=False)  # frozen embeddings: never look the base up
     (out / "chat_template.jinja").write_text(CHAT_TEMPLATE)
-    (out / HERMES_JSON).write_text(json.dumps({"base": cfg.base, "system_prompt": SYSTEM_PROMPT,
-                                               "pseudo_queries": DEFAULT_PSEUDO_QUERIES, "layout": bb.layout,
-                                               "metrics": metrics, "train": _jsonable(asdict(cfg))}, indent=1))
+    settings = hermes_settings(bb.layout, metrics, SYSTEM_PROMPT, DEFAULT_PSEUDO_QUERIES)
+    (out / HERMES_JSON).write_text(json.dumps({"base": cfg.base, **settings, "train": _jsonable(asdict(cfg))},
+                                              indent=1))
     (out / "README.md").write_text(model_card(bb, metrics, cfg, command))
 
 
