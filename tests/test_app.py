@@ -140,6 +140,23 @@ def test_compare_mode_runs_two_policies_on_the_same_frames(session):
     assert set(entry["answers"]) == {"hermes", "fifo"}
 
 
+def test_when_one_compared_policy_has_no_room_neither_takes_the_frames(session, monkeypatch):
+    session.configure(Controls(model=SETTINGS.models[0], policy="hermes", compare="full", budget_frames=4))
+    session.load_example(EXAMPLE)
+    session.advance(8.0)
+    a, b = session.lanes
+    before = (a.engine.frames_seen, b.engine.frames_seen, list(session.times))
+
+    def no_room(n_frames: int) -> None:
+        raise HermesError(f"{n_frames} new frames refused, nothing was added: the model has no positions left")
+
+    monkeypatch.setattr(b.engine, "check_room", no_room)  # full runs out of positions; hermes would not
+    with pytest.raises(HermesError, match="ingest stopped: .*no positions left"):
+        session.advance(16.0)
+    assert (a.engine.frames_seen, b.engine.frames_seen, session.times) == before  # the lanes still hold one stream
+    assert session.status()["ended"]
+
+
 def test_changing_the_settings_restarts_the_stream(session):
     session.load_example(EXAMPLE)
     session.advance(16.0)

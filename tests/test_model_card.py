@@ -223,6 +223,14 @@ def test_the_two_models_layers_are_compared_from_their_measured_studies(monkeypa
         assert "| a | 12 | 40, 256 tokens | layer 0: 8% | layers 1-7: 19% | layers 8-11: 22% |" in text
 
 
+def test_no_difference_between_models_is_claimed_from_a_study_too_small_to_call(monkeypatch):
+    studies = {"a": measure(SPLIT), "b": Measured("b", tuple(REVERSED), TIERS, 1, 256, "a test")}
+    monkeypatch.setattr(model_card, "committed_study", lambda model, results=RESULTS: studies[model])
+    text = model_card.compare_layers(["a", "b"])
+    assert "b: too few questions to call a split" in text
+    assert "differently" not in text and "agree" not in text
+
+
 # ---- committed results: only those that name the model -----------------------------------------
 @pytest.mark.parametrize("study", ["mechanistic", "accuracy"])
 def test_committed_results_are_found_by_the_model_they_name(study):
@@ -285,6 +293,9 @@ def test_what_it_was_trained_on_and_can_answer_is_read_from_the_hermes_json_trai
                                                                                                   "answers")}))
     card = model_card.card(str(copy))  # its README still says "trained ... on ShapeStream": prose is not parsed
     assert "training data not stated" in card.summary and "Trained to answer" not in card.details
+    (copy / "hermes.json").write_text(json.dumps(dict(committed, base="smollm2-135m-instruct")))
+    card = model_card.card(str(copy))  # a part on a base: its own parameters are only what was trained
+    assert "3.31M parameters trained on top of the frozen smollm2-135m-instruct language model" in card.summary
 
 
 def test_a_local_directory_gets_only_what_it_holds(tmp_path):

@@ -213,7 +213,7 @@ It answers in one short sentence that starts with the answer ("Red. The square i
 Accuracy with no eviction on held-out streams (seeds {eval_seeds}, {eval_frames} frames,
 full-sequence forward, the reply's first word graded by hermes.shapestream.grade): {metrics}
 
-It has seen ShapeStream only (four shapes, four colours, its question templates): on any other
+It knows ShapeStream only (four shapes, four colours, its question templates): on any other
 video the decoder still writes English, but what it says about the video is not grounded.
 """
 
