@@ -151,7 +151,7 @@ def test_when_one_compared_policy_has_no_room_neither_takes_the_frames(session, 
         raise HermesError(f"{n_frames} new frames refused, nothing was added: the model has no positions left")
 
     monkeypatch.setattr(b.engine, "check_room", no_room)  # full runs out of positions; hermes would not
-    with pytest.raises(HermesError, match="ingest stopped: .*no positions left"):
+    with pytest.raises(HermesError, match=r"ingest stopped: .*no positions left"):
         session.advance(16.0)
     assert (a.engine.frames_seen, b.engine.frames_seen, session.times) == before  # the lanes still hold one stream
     assert session.status()["ended"]
