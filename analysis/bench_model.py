@@ -3,11 +3,12 @@
     python -m analysis.bench_model                        # hermes-tiny, about 1 minute
     python -m analysis.bench_model --model hermes-smol    # a few minutes
 
-Loads `hermes.load_engine(model)` (policy hermes, its default budget) in a fresh process three
-times (cold start: import + load, median reported), then in this process streams a held-out
-128-frame ShapeStream at 2 fps one 16-frame chunk at a time, timing each chunk's ingest (it
-keeps up with 2 fps when every chunk takes less than its 8 s of video), and asks the questions
-whose time is the stream's end; TTFT is the median over them. Writes
+Loads `hermes.load_engine(model)` in a fresh process three times (cold start: import + load,
+median reported). Then, in this process, with policy hermes at the studio's default budget (32
+frames, `--budget-frames`), it streams a held-out 128-frame ShapeStream at 2 fps one 16-frame
+chunk at a time, timing each chunk's ingest (it keeps up with 2 fps when every chunk takes
+less than its 8 s of video), and asks the questions whose time is the stream's end; TTFT is
+the median over them. Writes
 analysis/results/bench_model[-<model>].md (or to --out); the last printed line is JSON.
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import hermes
 from analysis import common
+from hermes.backbones import load_backbone
 from hermes.shapestream import generate, grade
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,11 +39,16 @@ def load_seconds(model: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = common.parser(__doc__, device=None).parse_args(argv)
+    parser = common.parser(__doc__, device=None)
+    parser.add_argument("--budget-frames", type=int, default=32, help="the hermes cache's budget in frames (whole "
+                        "chunks; the studio's default is 32)")
+    args = parser.parse_args(argv)
     loads = [load_seconds(args.model) for _ in range(3)]
     t0 = time.perf_counter()
-    engine = hermes.load_engine(args.model)
+    backbone = load_backbone(args.model)
     in_process = time.perf_counter() - t0
+    budget = sum(backbone.chunk_tokens(CHUNK) for _ in range(args.budget_frames // CHUNK))  # whole chunks
+    engine = hermes.load_engine(backbone, budget=budget, chunk_frames=CHUNK)
     stream = generate(7, seconds=64, fps=FPS)  # 128 frames, held-out seed
     chunk_s = []  # wall seconds to ingest each 16-frame chunk (8 s of video at 2 fps)
     for start in range(0, len(stream.frames), CHUNK):
@@ -56,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     video_s = CHUNK / FPS
     headline = {
         "model": args.model,
+        "budget_tokens": budget,
         "load_s_fresh_process_median": round(statistics.median(loads), 2),
         "load_s_in_process": round(in_process, 3),
         "frames": len(stream.frames),
@@ -73,9 +81,9 @@ def main(argv: list[str] | None = None) -> None:
         *common.table(["measure", "value"], [
             [f"`import hermes; hermes.load_engine({args.model!r})` in a fresh process (median of 3)",
              f"{headline['load_s_fresh_process_median']} s"],
-            ["`load_engine()` in a warm process", f"{headline['load_s_in_process']} s"],
+            ["`load_backbone()` in a warm process", f"{headline['load_s_in_process']} s"],
             [f"ingest of one {CHUNK}-frame chunk ({video_s:g} s of video at {FPS:g} fps), median / max over "
-             f"{len(chunk_s)} chunks, policy hermes",
+             f"{len(chunk_s)} chunks, policy hermes at {args.budget_frames} frames ({budget} tokens per layer)",
              f"{headline['ingest_s_per_chunk_median']} / {headline['ingest_s_per_chunk_max']} s "
              f"({'keeps up with' if headline['keeps_up_with_2fps'] else 'falls behind'} {FPS:g} fps)"],
             [f"TTFT after {headline['frames']} frames, median / max over {len(last)} questions",
