@@ -112,6 +112,12 @@ def paper_split(m: Measured) -> bool | None:
     return None if verdict is None else verdict == "paper"
 
 
+def listed(items: list[str], most: int = 8) -> str:
+    """The first `most` items, comma-separated, and how many more there are."""
+    rest = len(items) - most
+    return ", ".join(items[:most]) + (f" and {rest} more" if rest > 0 else "")
+
+
 def recency_bound(share: np.ndarray) -> list[int]:
     """The layers with at least BOUND of their video attention on the newest tokens, most first
     (a NaN layer, never measured, is never bound)."""
@@ -135,7 +141,7 @@ def findings(model: str, m: Measured | None) -> str:
     lines = [f"**{model}'s layers, measured** by {m.where}: {counted(m.n_questions, m.asked)} on a FIFO cache of "
              f"{m.budget} tokens per layer. An even spread puts {RECENT:.0%} of a layer's video attention on the "
              f"newest {RECENT:.0%} of its tokens; "
-             + (f"the layers with at least {BOUND:.0%} there are " + ", ".join(tier_of) if bound else
+             + (f"the layers with at least {BOUND:.0%} there are " + listed(tier_of) if bound else
                 f"no layer puts {BOUND:.0%} or more there")
              + f". Mean per tier: {by_tier}"
              + (f" ({layers_text(unmeasured)} left out: no attention reached its video tokens, so never measured)"
@@ -173,7 +179,7 @@ def compare_layers(models: Iterable[str], results: Path = RESULTS) -> str:
         bound = recency_bound(share)
         verdicts[model] = split(m.recent_share, m.tiers, m.n_questions)
         rows.append(f"| {model} | {len(share)} | {m.n_questions}, {m.budget} tokens | " + " | ".join(cells)
-                    + " | " + (", ".join(f"{i} ({share[i]:.0%})" for i in bound) or "none") + " | "
+                    + " | " + (listed([f"{i} ({share[i]:.0%})" for i in bound]) or "none") + " | "
                     + str(verdicts[model]) + " |")
     said = [f"{model}: {VERDICT_WORDS[v]}" for model, v in verdicts.items()]
     called = {v for v in verdicts.values() if v in ("paper", "reversed", "none")}  # verdicts a study could call
@@ -313,8 +319,9 @@ def card(model: str, results: Path = RESULTS) -> Card:
     shapestream = bool(metrics) or bool(accuracy)
 
     base = settings.get("base") if isinstance(settings.get("base"), str) else None  # a part on a frozen base
-    size = f"{params / 1e6:.2f}M parameters" + (f" trained on top of the frozen {base} language model" if base else "")
-    facts = [size if params else "",
+    size = "" if not params else f"{params / 1e6:.2f}M parameters" + (
+        f" trained on top of the frozen {base} language model" if base else "")
+    facts = [size,
              f"trained on {on}" if on else "training data not stated in its directory",
              f"reads only its {len(words)} words" if words is not None else ""]
     summary = f"**{model}**: " + ", ".join(f for f in facts if f) + ". "
@@ -341,7 +348,8 @@ def card(model: str, results: Path = RESULTS) -> Card:
         can.append("Its card says: " + " ".join(knows))
     if shapestream:
         can.append("Its accuracy was measured on ShapeStream's question templates only; on any other question or "
-                   "video its answer is still one of its words, with no measured accuracy.")
+                   "video it still answers (" + ("with one of its words" if words is not None else
+                                                 "in its decoder's own words") + "), with no measured accuracy.")
     if words is not None:
         can.append(f"Word-level tokenizer: a word outside its {len(words)} reaches it as `<unk>` (an unknown "
                    "token) and is flagged before you ask.")

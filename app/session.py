@@ -473,7 +473,7 @@ class Session:
             memory = self.memory_time()
             held = (f"{counted(st['chunks'], 'chunk')}, frames up to {memory:.1f} s" if memory is not None
                     else "nothing yet")
-            held += f" ({st['frames']} frames read, up to {st['ingested_s']:.1f} s)" + (
+            held += f" ({counted(st['frames'], 'frame')} read, up to {st['ingested_s']:.1f} s)" + (
                 " · stream ended" if st["ended"] else "")
             return {"stream": f"{st['source']}{length}" if st["source"] else "none (nothing played)",
                     "model": f"{c.model} on {st['device']} in {st['dtype']}",

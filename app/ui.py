@@ -199,9 +199,9 @@ def status_line(st: dict) -> str:
     read, player, state, memory = st["ingested_s"], st["player_s"], st["state"], st["memory_s"]
     held = "memory holds nothing yet" if memory is None else f"memory holds up to {memory:.1f} s"
     chunks = counted(st["chunks"], "chunk")
-    parts = [f"**{st['source']}** — {held} ({st['frames']} frames read, to {read:.1f} s; {chunks})", runs_on]
+    parts = [f"**{st['source']}** — {held} ({counted(st['frames'], 'frame')} read, to {read:.1f} s; {chunks})", runs_on]
     if st["pending_frames"]:
-        parts.append(f"{st['pending_frames']} frames waiting for the chunk to fill")
+        parts.append(f"{counted(st['pending_frames'], 'frame')} waiting for the chunk to fill")
     if state == "waiting":
         parts.append("waiting for the player to restart from 0 s: memory follows it from there")
     elif state == "stopped":
@@ -633,7 +633,7 @@ def _study_tab(w: SimpleNamespace) -> None:
             gr.Image(str(fig.png), show_label=False, interactive=False, elem_id=f"study-{fig.name}"
                      + ("" if fig.model == BUNDLED_OFFERED[0] else f"-{fig.model}"))
         with gr.Accordion("numbers and reading", open=fig.png is None):
-            gr.Markdown(fig.notes)
+            gr.Markdown(fig.notes if fig.png is None else f"As measured on **{fig.model}**:\n\n{fig.notes}")
 
 
 STUDY_ABOUT = (

@@ -39,7 +39,7 @@ def status(page) -> str:
 
 def read_to(page) -> float:
     """How far memory has read, from the status line ("... frames read, to 12.5 s; ...")."""
-    found = re.search(r"frames read, to ([\d.]+) s", status(page))
+    found = re.search(r"frames? read, to ([\d.]+) s", status(page))
     return float(found.group(1)) if found else -1.0
 
 

@@ -189,7 +189,8 @@ def save_smol(bb: Backbone, lora: PeftModel, out: Path, metrics: dict, cfg: Smol
 
 
 def _jsonable(d: dict) -> dict:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+    """The recipe for hermes.json: where this machine wrote (out, work) left out."""
+    return {k: v for k, v in d.items() if not isinstance(v, Path)}
 
 
 MODEL_CARD = """# hermes-smol
