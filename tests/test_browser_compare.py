@@ -114,7 +114,9 @@ def check_layout(page, size: str, shot: str) -> None:
     assert overlaps == []
     if size == "1280":
         for selector in ON_SCREEN:
-            box = page.locator(selector).first.bounding_box()
+            element = page.locator(selector).first
+            element.wait_for(state="visible", timeout=10_000)  # a tick may be redrawing the plot this moment
+            box = element.bounding_box()
             assert box and box["y"] >= 0 and box["y"] + box["height"] <= 800 and box["x"] + box["width"] <= 1280, \
                 f"{selector} is not on the 1280x800 screen: {box}"
 
