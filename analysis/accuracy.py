@@ -70,7 +70,7 @@ def run_stream(backbone: Backbone, stream, policy: str, fraction: float | None, 
     `policy_params`: the policy's parameters, `config`: HermesConfig fields (the ablations
     switch both)."""
     n = len(stream.frames)  # the stream's video tokens, in the model's layout (a newline per chunk or none)
-    video_tokens = sum(backbone.chunk_tokens(min(CHUNK, n - start)) for start in range(0, n, CHUNK))
+    video_tokens = backbone.tokens_for_frames(n, CHUNK)
     budget = None if fraction is None else max(8, int(fraction * video_tokens))
     engine = load_engine(backbone, policy=policy, budget=budget, chunk_frames=CHUNK, fps=FPS, max_new_tokens=2,
                          record_question_attention=False, policy_params=policy_params, **config)

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     backbone = load_backbone(args.model)
     in_process = time.perf_counter() - t0
-    budget = sum(backbone.chunk_tokens(CHUNK) for _ in range(args.budget_frames // CHUNK))  # whole chunks
+    budget = backbone.tokens_for_frames(args.budget_frames // CHUNK * CHUNK, CHUNK)  # whole chunks
     engine = hermes.load_engine(backbone, budget=budget, chunk_frames=CHUNK)
     stream = generate(7, seconds=64, fps=FPS)  # 128 frames, held-out seed
     chunk_s = []  # wall seconds to ingest each 16-frame chunk (8 s of video at 2 fps)

@@ -32,29 +32,17 @@ import torch
 
 from hermes.backbones import resolve_device
 from hermes.studies.replay import feed, replay
+from hermes.studies.results import DEFAULT_MODEL, result_name
 
 __all__ = ["DEFAULT_MODEL", "RESULTS", "default_device", "feed", "machine", "parser", "pyplot", "replay", "result_name",
            "save_figure", "stem", "table", "today", "where", "write_csv", "write_markdown"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_MODEL = "hermes-tiny"
 
 
 def default_device() -> str:
     """What device="auto" means here: HERMES_DEVICE when set, else "cuda" where a GPU is visible, else "cpu"."""
     return resolve_device("auto")
-
-
-def result_name(study: str, model: str = DEFAULT_MODEL, quick: bool = False, device: str | None = None) -> str:
-    """study[-<model>][-cuda][_quick]: the bundled model on CPU keeps the plain name, so results
-    from another model or a GPU sit beside the committed ones instead of replacing them.
-    `device`: where the study ran (default: a GPU if one is visible)."""
-    name = study
-    if model != DEFAULT_MODEL:
-        name += "-" + "".join(c if c.isalnum() or c in ".-" else "-" for c in Path(model).name)
-    if (device or default_device()).startswith("cuda"):
-        name += "-cuda"
-    return name + ("_quick" if quick else "")
 
 
 def stem(args: argparse.Namespace, study: str) -> Path:

@@ -137,8 +137,7 @@ def cell(method: str, n: int, engine: StreamEngine, ttft_s: float, extra_bytes: 
 
 def fits(backbone: Backbone, frames: int, chunk: int) -> bool:
     """Whether a cache without eviction holds `frames` frames (and a question) within the model's positions."""
-    tokens = frames * backbone.tokens_per_frame + -(-frames // chunk) * backbone.chunk_tokens(0)  # + a newline each
-    return tokens + 1024 < backbone.max_positions
+    return backbone.tokens_for_frames(frames, chunk) + 1024 < backbone.max_positions
 
 
 def run_method(method: str, backbone: Backbone, frames: np.ndarray, times: np.ndarray,

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from app.study import RESULTS
-from hermes.backbones import BUNDLED_MODELS, HERMES_JSON
+from hermes.backbones import BUNDLED_MODELS, HERMES_JSON, read_settings
+from hermes.errors import HermesError
 from hermes.shapestream import CATEGORIES, SHAPES, TEMPLATES, answer, template_of, why_not
 from hermes.studies.mechanistic import (
     RECENT,
@@ -85,6 +86,18 @@ class Measured:
     where: str  # markdown: which measurement (a committed file, or the Study tab on a stream)
     asked: str = "question"  # what was measured each time (Study.asked: "local pseudo-query" when one stood in)
 
+    @property
+    def share(self) -> np.ndarray:
+        """(L,) float64 recent_share; NaN for a layer never measured."""
+        return np.array(self.recent_share, dtype=np.float64)
+
+    def tier_means(self) -> dict[str, str]:
+        """tier -> "layers 0-2: 42%" (its layers and their mean share on the newest tokens), the
+        tiers in HERMES' order; "not measured" for a tier no attention reached."""
+        share = self.share
+        return {name: f"{layers_text(idx)}: " + ("not measured" if np.isnan(x := tier_mean(share, idx)) else f"{x:.0%}")
+                for name, idx in tier_layers(self.tiers).items()}
+
 
 def measured(study: Study, model: str, where: str) -> Measured:
     """The numbers of a hermes.studies.mechanistic Study (e.g. the Study tab's run)."""
@@ -131,12 +144,10 @@ def findings(model: str, m: Measured | None) -> str:
         return (f"**{model}'s layers: not measured here.** No committed mechanistic study names this model; "
                 "run the Study tab on a stream to measure where each of its layers looks.\n\n"
                 f"*{PAPER_FINDING}*")
-    share, tiers = np.array(m.recent_share, dtype=np.float64), np.array(m.tiers)
+    share, tiers = m.share, np.array(m.tiers)
     bound = recency_bound(share)
     tier_of = [f"{i} ({tiers[i]}, {share[i]:.0%})" for i in bound]
-    means = {name: (idx, tier_mean(share, idx)) for name, idx in tier_layers(m.tiers).items()}
-    by_tier = "; ".join(f"{name} {layers_text(idx)} " + ("not measured" if np.isnan(x) else f"{x:.0%}")
-                        for name, (idx, x) in means.items())
+    by_tier = "; ".join(f"{name} {text}" for name, text in m.tier_means().items())
     unmeasured = np.flatnonzero(np.isnan(share))
     lines = [f"**{model}'s layers, measured** by {m.where}: {counted(m.n_questions, m.asked)} on a FIFO cache of "
              f"{m.budget} tokens per layer. An even spread puts {RECENT:.0%} of a layer's video attention on the "
@@ -172,10 +183,8 @@ def compare_layers(models: Iterable[str], results: Path = RESULTS) -> str:
         if m is None:
             rows.append(f"| {model} | | not measured here | | | | | |")
             continue
-        share = np.array(m.recent_share, dtype=np.float64)
-        groups = tier_layers(m.tiers)
-        cells = [f"{layers_text(groups[t])}: {tier_mean(share, groups[t]):.0%}" if t in groups else "" for t in
-                 ("shallow", "middle", "deep")]
+        share, means = m.share, m.tier_means()
+        cells = [means.get(t, "") for t in ("shallow", "middle", "deep")]
         bound = recency_bound(share)
         verdicts[model] = split(m.recent_share, m.tiers, m.n_questions)
         rows.append(f"| {model} | {len(share)} | {m.n_questions}, {m.budget} tokens | " + " | ".join(cells)
@@ -237,11 +246,11 @@ def vocabulary(directory: Path) -> list[str] | None:
 
 
 def _settings(directory: Path) -> dict:
+    """The directory's hermes.json for its card; one that cannot be read says nothing (the model's load says why)."""
     try:
-        data = json.loads((directory / HERMES_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_settings(directory)
+    except HermesError:
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _sentences(readme: str, pattern: str) -> list[str]:

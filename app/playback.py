@@ -15,7 +15,7 @@ them a few at a time (`batches`) and lets each batch go before the next is decod
 is held is one batch and the frame held back. When the file ends or breaks mid-stream,
 `ended` is set (and `notice` says why it broke); what was read stays read. The playhead
 comes from the browser or the API: it must be a finite number of seconds >= 0
-(`check_playhead`; NaN or infinity would fast-forward the whole file). The webcam:
+(`check_playhead`, once per tick, by its caller; NaN or infinity would fast-forward the whole file). The webcam:
 frames are timed by the wall clock from the first one and sampled at `fps`. No engine and
 no gradio here.
 
@@ -120,10 +120,10 @@ class Playback:
         self.waiting = self.player_s is None and self.reading
 
     def report(self, report: PlayerReport, playhead: float) -> None:
-        """The page's player at a tick, at `playhead` seconds (checked), about this stream: a
-        pause stops reading, a play resumes it; a jump forward past the furthest playhead is kept
-        as `seek`."""
-        t = check_playhead(playhead)
+        """The page's player at a tick, at `playhead` seconds (a `check_playhead` result), about
+        this stream: a pause stops reading, a play resumes it; a jump forward past the furthest
+        playhead is kept as `seek`."""
+        t = playhead
         self.waiting = False
         if report.state in ("loading", "none"):
             return
@@ -133,8 +133,8 @@ class Playback:
         self.stopped = report.state == "paused" and not self.ended
 
     def due(self, playhead: float, limit: int) -> tuple[list[np.ndarray], list[float]]:
-        """Up to `limit` frames with time <= playhead, in order, with their times (none while stopped)."""
-        playhead = check_playhead(playhead)
+        """Up to `limit` frames with time <= playhead (a `check_playhead` result), in order, with
+        their times (none while stopped)."""
         frames: list[np.ndarray] = []
         times: list[float] = []
         if self.stopped:

@@ -40,8 +40,8 @@ from app import model_card, render, sources
 from app.playback import Playback, PlayerReport, check_playhead
 from app.settings import MAX_BUDGET_FRAMES, STUDY_FRAMES, Controls, Settings
 from app.sources import Source
-from app.study import frames_held, span_text
-from hermes.backbones import Backbone, load_backbone
+from app.study import span_text
+from hermes.backbones import Backbone, frames_for_tokens, load_backbone
 from hermes.errors import HermesError
 from hermes.inputs import check_question
 from hermes.studies.mechanistic import Study, counted, distance_edges, hermes_tiers, study_stream, summarise
@@ -391,6 +391,18 @@ class Session:
             questions = [(float(e["time"]), e["question"]) for e in self.chat]
             questions += [(float(q["time"]), q["question"]) for q in source.suggestions if float(q["time"]) <= seen]
             held = bisect.bisect_right(self.times, seen + 1e-6) * backbone.tokens_per_frame
+            pinned = self.files.adopt(source.path) if self.files.owns(source.path) else None
+            source = source if pinned is None else replace(source, path=pinned)  # an upload: read through a
+            # link of its own, which a source started meanwhile (it deletes the upload it replaces) leaves alone
+        try:
+            return self._study(source, seen, controls, backbone, questions, budget, bins, held)
+        finally:
+            if pinned is not None:
+                self.files.remove(pinned)
+
+    def _study(self, source: Source, seen: float, controls: Controls, backbone: Backbone,
+               questions: list[tuple[float, str]], budget: int, bins: int, held: int) -> Study:
+        """`study`'s measurement, outside the lock (ingest and questions go on meanwhile)."""
 
         def measured(asked: list[tuple[float, str]], every_chunk: str | None = None) -> tuple[list, list]:
             with closing(source.frames_until(seen, controls.fps, self.settings.decode_max_size)) as frames:
@@ -429,8 +441,8 @@ class Session:
         default, most = (replace(controls, budget_frames=n).budget_tokens(per_chunk)
                          for n in (STUDY_FRAMES, MAX_BUDGET_FRAMES))
         tokens = default if tokens is None else int(tokens)
-        return default, most, span_text(tokens, frames_held(tokens, per_chunk, controls.chunk_frames), controls.fps,
-                                        controls.model)
+        held = frames_for_tokens(tokens, controls.chunk_frames, per_chunk)
+        return default, most, span_text(tokens, held, controls.fps, controls.model)
 
     def questions(self, lane: int = 0) -> list[QuestionEvent]:
         return list(self.lanes[lane].engine.questions) if lane < len(self.lanes) else []

@@ -29,13 +29,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hermes import policies
-from hermes.backbones import bundled_ready
+from hermes.backbones import BUNDLED_MODELS, bundled_ready, tokens_for_frames
 from hermes.config import HermesConfig
 from hermes.errors import HermesError, check_number
 from hermes.video import MAX_SIZE
 
-DEFAULT_MODEL = "hermes-tiny"
-BUNDLED_OFFERED = (DEFAULT_MODEL, "hermes-smol")  # bundled models the UI offers when they can load, default first
+BUNDLED_OFFERED = tuple(BUNDLED_MODELS)  # bundled models the UI offers when they can load, default first
+DEFAULT_MODEL = BUNDLED_OFFERED[0]
 KNOWN_HUB_MODELS = ("llava-hf/llava-onevision-qwen2-0.5b-ov-hf",)
 ENGINE = HermesConfig()  # the engine's defaults
 HERMES = policies.Hermes()  # the hermes policy's defaults (its dataclass)
@@ -49,6 +49,14 @@ MAX_BUDGET_FRAMES = 128  # 25,088 tokens of LLaVA-OneVision: with a 16-frame chu
 STUDY_FRAMES = APP_BUDGET_FRAMES
 APP_FPS = 2.0  # the bundled examples are rendered for 2-fps sampling (the engine reads files at 1 fps)
 TELEMETRY_QUERIES = ("global", "local")  # the attention map offers both views for every policy (ATTENTION_VIEWS)
+
+
+def duration_text(seconds: float) -> str:
+    """Whole seconds for a sentence, never rounded away: "15 min", "1 min 30 s", "45 s"."""
+    minutes, rest = divmod(round(seconds), 60)
+    if not minutes:
+        return f"{rest} s"
+    return f"{minutes} min" + (f" {rest} s" if rest else "")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -115,9 +123,13 @@ class Settings:
 
     @property
     def idle_text(self) -> str:
-        """The idle timeout for a sentence: "15 min", or seconds when under a minute."""
-        t = self.idle_timeout_s
-        return f"{t // 60} min" if t >= 60 else f"{t} s"
+        """The idle timeout for a sentence ("15 min", "1 min 30 s", "45 s")."""
+        return duration_text(self.idle_timeout_s)
+
+    @property
+    def max_video_text(self) -> str:
+        """The longest accepted video for a sentence ("60 min")."""
+        return duration_text(self.max_video_s)
 
     @property
     def client_cap(self) -> int:
@@ -127,7 +139,7 @@ class Settings:
     def help_text(self) -> str:
         return (f"Limits: {self.max_sessions} sessions at once ({self.client_cap} per visitor), idle sessions freed "
                 f"after {self.idle_text}, uploads up to {self.max_upload_mb} MB and "
-                f"{self.max_video_s // 60} min and {self.max_side_px} px a side (decoded at full resolution up to "
+                f"{self.max_video_text} and {self.max_side_px} px a side (decoded at full resolution up to "
                 f"{self.decode_max_size[0]}x{self.decode_max_size[1]}, larger frames scaled down to fit), questions "
                 f"up to {self.max_question_chars} characters, "
                 f"answers up to {self.max_new_tokens} tokens. Models: {', '.join(self.models)}.")
@@ -155,8 +167,7 @@ class Controls:
         A budget outside 1..MAX_BUDGET_FRAMES frames, or a bad chunk size or fps, raises HermesError."""
         check_number("budget_frames", self.budget_frames, 1, MAX_BUDGET_FRAMES, whole=True)
         HermesConfig(chunk_frames=self.chunk_frames, fps=self.fps)  # the engine's checks and messages
-        whole, rest = divmod(self.budget_frames, self.chunk_frames)
-        return whole * chunk_tokens(self.chunk_frames) + (chunk_tokens(rest) if rest else 0)
+        return tokens_for_frames(self.budget_frames, self.chunk_frames, chunk_tokens)
 
     def budget_text(self, tokens_per_frame: int, chunk_tokens: Callable[[int], int]) -> str:
         """The budget in the three units: frames = tokens per layer = seconds at the sampling rate."""

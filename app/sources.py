@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.settings import Settings
+from app.settings import Settings, duration_text
 from hermes import shapestream
 from hermes.errors import HermesError, VideoError
 from hermes.examples import EXAMPLES
@@ -119,8 +119,8 @@ def upload(path: str | Path, settings: Settings, fps: float, name: str | None = 
         raise VideoError(f"the video's frames are {info.width}x{info.height} pixels; at most "
                          f"{settings.max_side_px} pixels a side are accepted")
     if info.duration_s is not None and info.duration_s > settings.max_video_s:
-        raise VideoError(f"the video is too long ({info.duration_s / 60:.0f} min; at most "
-                         f"{settings.max_video_s // 60} min)")
+        raise VideoError(f"the video is too long ({duration_text(info.duration_s)}; at most "
+                         f"{settings.max_video_text})")
     check_complete(p)
     source = Source(name or p.name, p, info.duration_s or 0.0)
     try:

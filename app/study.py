@@ -1,11 +1,10 @@
 """The Study tab's content: the analysis figures and their notes, read from disk, and what a
 study budget covers.
 
-    from app.study import committed, frames_held, span_text
+    from app.study import committed, span_text
     for fig in committed():          # mechanistic, efficiency, accuracy, ablations
         fig.title, fig.png, fig.notes
-    frames = frames_held(514, backbone.chunk_tokens, chunk_frames=16)     # 32
-    span_text(514, frames, fps=2.0, model="hermes-tiny")                  # "514 tokens per layer hold ..."
+    span_text(514, 32, fps=2.0, model="hermes-tiny")   # "514 tokens per layer hold the newest 32 frames ..."
 
 Pure functions (no gradio, no tensors). A figure that was never generated has png None
 and a note saying which command makes it (`make figures` makes them all).
@@ -13,9 +12,10 @@ and a note saying which command makes it (`make figures` makes them all).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from hermes.studies.results import DEFAULT_MODEL, result_name
 
 RESULTS = Path(__file__).resolve().parent.parent / "analysis" / "results"
 FIGURES = (
@@ -32,7 +32,8 @@ class Figure:
     title: str
     png: Path | None
     notes: str  # markdown: the result file without its title and image lines
-    model: str = "hermes-tiny"  # the model it was measured on
+    model: str = DEFAULT_MODEL  # the model it was measured on
+    stem: str = ""  # its result files' name (hermes.studies.results.result_name): STEM.png, STEM.md
 
 
 def notes_of(md: str) -> str:
@@ -41,27 +42,22 @@ def notes_of(md: str) -> str:
     return "\n".join(lines).strip()
 
 
-def committed(results: Path = RESULTS, models: tuple[str, ...] = ("hermes-tiny",)) -> list[Figure]:
-    """Each committed figure for each of `models`, figure by figure: the first model's under the
-    plain name, another's as NAME-<model> (analysis.common.result_name). The first model's missing
-    figure says which command makes it; another model's missing figure is left out."""
+def committed(results: Path = RESULTS, models: tuple[str, ...] = (DEFAULT_MODEL,)) -> list[Figure]:
+    """Each committed CPU figure for each of `models`, figure by figure, named as the analysis
+    scripts name them (hermes.studies.results.result_name: NAME for the default model,
+    NAME-<model> for another). The first model's missing figure says which command makes it;
+    another model's missing figure is left out."""
     out = []
     for name, title, command in FIGURES:
         for i, model in enumerate(models):
-            stem = name if i == 0 else f"{name}-{model}"
+            stem = result_name(name, model, device="cpu")
             png, md = results / f"{stem}.png", results / f"{stem}.md"
             if png.exists() and md.exists():
-                out.append(Figure(name, title, png, notes_of(md.read_text()), model))
+                out.append(Figure(name, title, png, notes_of(md.read_text()), model, stem))
             elif i == 0:
-                out.append(Figure(name, title, None, f"Not generated yet: run `{command}` (or `make figures`).", model))
+                out.append(Figure(name, title, None, f"Not generated yet: run `{command}` (or `make figures`).", model,
+                                  stem))
     return out
-
-
-def frames_held(tokens: int, chunk_tokens: Callable[[int], int], chunk_frames: int) -> int:
-    """The frames a FIFO cache of `tokens` per layer holds when they arrive in chunks of
-    `chunk_frames` (chunk_tokens(n): the tokens a chunk of n frames adds, the backbone's)."""
-    whole, rest = divmod(int(tokens), chunk_tokens(chunk_frames))
-    return whole * chunk_frames + max((n for n in range(1, chunk_frames) if chunk_tokens(n) <= rest), default=0)
 
 
 def span_text(tokens: int, frames: int, fps: float, model: str) -> str:

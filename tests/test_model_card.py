@@ -21,9 +21,9 @@ from app import model_card, render
 from app.model_card import PAPER_FINDING, Measured, Truth
 from app.session import Session
 from app.settings import Settings
-from app.study import frames_held, span_text
+from app.study import span_text
 from hermes import shapestream
-from hermes.backbones import BUNDLED_MODELS
+from hermes.backbones import BUNDLED_MODELS, frames_for_tokens
 from hermes.studies.mechanistic import MIN_QUESTIONS, SPLIT_MARGIN, Study, reading, split
 from hermes.tokenizer import build_tokenizer
 from tiny.card import hermes_settings
@@ -187,7 +187,7 @@ def test_the_study_tabs_reading_says_how_many_questions_and_calls_no_split_from_
     (100, 196, 0, 16, 0),  # not one frame
 ])
 def test_the_study_budget_is_said_in_the_frames_and_seconds_it_holds(tokens, per_frame, newline, chunk, frames):
-    held = frames_held(tokens, lambda n: n * per_frame + newline, chunk)
+    held = frames_for_tokens(tokens, chunk, lambda n: n * per_frame + newline)
     assert held == frames
     assert f"{tokens:,} tokens per layer hold the newest {frames} frames of m, {frames / 2:g} s at 2 fps" in span_text(
         tokens, held, 2.0, "m")

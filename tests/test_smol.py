@@ -19,9 +19,10 @@ import hermes
 from hermes import HermesError
 from hermes.backbones import NEWLINE_BEFORE_QUESTION, load_backbone
 from hermes.shapestream import SHAPES, TEMPLATES, Question, generate, grade
-from hermes.smol import SMOL_BASE, STAMP, base_dir, base_ready, prepare_base
+from hermes.smol import SMOL_BASE, STAMP, base_dir, base_ready
 from hermes.tokenizer import build_tokenizer
 from tiny import smol
+from tiny.smol_base import prepare_base
 from tiny.train import main as train_main
 
 FAKE = "shrunk-llama"

@@ -6,6 +6,7 @@
 - `mechanistic`: where each layer's question attention falls in a FIFO cache, by distance from the
   newest video token (the paper's first picture); `python -m analysis.mechanistic` writes the
   committed figure, the app's Study tab runs it on the session's stream.
+- `results`: what a study's result files are named (`result_name`), for analysis/ and the app.
 - `replay`: ingest a recorded stream up to each question's time, then hand the question back to ask
   (`feed`: all of it).
 """
