@@ -109,7 +109,7 @@ def test_the_finding_states_the_tier_means_it_compares_and_quotes_the_paper_as_t
 def test_the_recency_bound_layers_are_named_with_their_measured_shares():
     text = model_card.findings("m", measure(REVERSED))
     assert "8 (deep, 50%), 6 (middle, 32%), 1 (middle, 31%), 3 (middle, 22%)" in text  # >= 20%, most first
-    assert "shallow layer 0 8%" in text and "deep layers 8-11 22%" in text
+    assert "shallow layer 0: 8%" in text and "deep layers 8-11: 22%" in text
 
 
 def test_a_layer_never_measured_is_left_out_of_its_tiers_mean_and_said_to_be():
@@ -117,10 +117,10 @@ def test_a_layer_never_measured_is_left_out_of_its_tiers_mean_and_said_to_be():
     shares[9] = float("nan")  # no attention reached its video tokens (hermes.studies.mechanistic.layer_summary)
     text = model_card.findings("m", measure(shares))
     assert "nan" not in text.lower()
-    assert f"deep layers 8-11 {np.mean([REVERSED[i] for i in (8, 10, 11)]):.0%}" in text
+    assert f"deep layers 8-11: {np.mean([REVERSED[i] for i in (8, 10, 11)]):.0%}" in text
     assert "layer 9 left out" in text
     text = model_card.findings("m", measure([float("nan"), *REVERSED[1:]]))  # a whole tier unmeasured
-    assert "nan" not in text.lower() and "shallow layer 0 not measured" in text
+    assert "nan" not in text.lower() and "shallow layer 0: not measured" in text
     assert "cannot be set against the paper's split" in text and not claims_paper_split(text)
 
 
