@@ -29,13 +29,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hermes import policies
-from hermes.backbones import BUNDLED_MODELS, bundled_ready, tokens_for_frames
+from hermes.backbones import BUNDLED_MODELS, DEFAULT_MODEL, bundled_ready, tokens_for_frames
 from hermes.config import HermesConfig
 from hermes.errors import HermesError, check_number
 from hermes.video import MAX_SIZE
 
-BUNDLED_OFFERED = tuple(BUNDLED_MODELS)  # bundled models the UI offers when they can load, default first
-DEFAULT_MODEL = BUNDLED_OFFERED[0]
+BUNDLED_OFFERED = tuple(BUNDLED_MODELS)  # bundled models the UI offers when they can load, DEFAULT_MODEL first
 KNOWN_HUB_MODELS = ("llava-hf/llava-onevision-qwen2-0.5b-ov-hf",)
 ENGINE = HermesConfig()  # the engine's defaults
 HERMES = policies.Hermes()  # the hermes policy's defaults (its dataclass)

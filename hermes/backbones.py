@@ -53,6 +53,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # the one table of the models shipped in assets/models (the app's default first): name -> the command that trains it
 TRAIN_COMMANDS = {"hermes-tiny": "python -m tiny.train", "hermes-smol": "python -m tiny.train --model smol"}
 BUNDLED_MODELS = {name: REPO_ROOT / "assets" / "models" / name for name in TRAIN_COMMANDS}
+DEFAULT_MODEL = next(iter(TRAIN_COMMANDS))  # what load_backbone and the app load unless told (plain result names)
 HERMES_JSON = "hermes.json"  # optional per-model settings: system prompt, pseudo-query texts
 
 # The paper's pseudo-query texts (DESIGN section 1), used for models that ship none.
@@ -451,7 +452,7 @@ def build_random(config: LlavaOnevisionConfig, seed: int = 0, name: str = "rando
     return _finish(name, model, tokenizer, None, tiny_defaults)
 
 
-def load_backbone(model: str = "hermes-tiny", *, device: str = "auto", dtype: str | torch.dtype = "auto",
+def load_backbone(model: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str | torch.dtype = "auto",
                   seed: int = 0) -> Backbone:
     """Load a backbone by name, local directory or hub id, on `device` in `dtype` (see the
     module docstring: "auto" by default)."""

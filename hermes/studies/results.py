@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hermes.backbones import BUNDLED_MODELS, resolve_device
-
-DEFAULT_MODEL = next(iter(BUNDLED_MODELS))  # its results keep the plain names
+from hermes.backbones import DEFAULT_MODEL, resolve_device
 
 
 def result_name(study: str, model: str = DEFAULT_MODEL, quick: bool = False, device: str | None = None) -> str:
