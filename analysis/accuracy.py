@@ -143,7 +143,7 @@ def sweep(backbone: Backbone, streams: list, settings: list[Setting], desc: str 
 
 
 def shapestream(args: argparse.Namespace) -> None:
-    backbone = load_backbone(args.model, device=args.device)
+    backbone = load_backbone(args.model, device=args.device, quantize=args.quantize)
     streams = held_out_streams(args.streams)
     questions = [q for s in streams for q in s.questions]
     configs = [("full", None)] + [(p, f) for p in available() if p != "full" for f in FRACTIONS]
@@ -201,7 +201,8 @@ def write_results(runs: list[Run], chance: dict, counts: dict, args: argparse.Na
         "# Accuracy vs budget on held-out ShapeStream",
         "",
         f"`python -m analysis.accuracy{' --quick' if args.quick else ''}"
-        f"{' --policies ' + ','.join(args.policies) if args.policies else ''}` with `{args.model}`, "
+        f"{' --policies ' + ','.join(args.policies) if args.policies else ''}{common.quantize_flag(args)}` "
+        f"with `{args.model}`, "
         f"{common.today()}: {n_streams} held-out streams (seeds 0-{n_streams - 1}; training uses "
         f"seeds >= 1,000,000), 64-128 frames at 2 fps, {n_questions} questions "
         f"({', '.join(f'{c} {counts[c]}' for c in CATEGORIES)}). Budget = share of the stream's video tokens "
@@ -281,7 +282,7 @@ def correct(conv: dict, text: str) -> bool:
 
 def benchmark(args: argparse.Namespace) -> None:
     entries = load_benchmark(args.benchmark)
-    backbone = load_backbone(args.model, device=args.device)
+    backbone = load_backbone(args.model, device=args.device, quantize=args.quantize)
     hits: dict[str, list[bool]] = defaultdict(list)
     for entry in tqdm(entries, desc="videos"):
         frames, times = read_video(entry["video_path"], args.fps)
@@ -302,7 +303,7 @@ def benchmark(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = common.parser(__doc__, out=None, quick="full, fifo and hermes at 25% only")
+    parser = common.parser(__doc__, out=None, quick="full, fifo and hermes at 25% only", quantize=True)
     parser.add_argument("--streams", type=int, default=24)
     parser.add_argument("--replot", action="store_true", help="redraw accuracy.png from accuracy.csv")
     parser.add_argument("--policies", type=lambda text: [p.strip() for p in text.split(",") if p.strip()],

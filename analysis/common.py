@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from hermes.backbones import resolve_device
+from hermes.quant import QUANTIZE
 from hermes.studies.replay import feed, replay
 from hermes.studies.results import DEFAULT_MODEL, result_name
 
@@ -52,14 +53,15 @@ def stem(args: argparse.Namespace, study: str) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     return out / result_name(study, getattr(args, "model", DEFAULT_MODEL), getattr(args, "quick", False),
-                             getattr(args, "device", "cpu"))
+                             getattr(args, "device", "cpu"), getattr(args, "quantize", "none"))
 
 
 def parser(doc: str | None, *, model: str | None = DEFAULT_MODEL, device: str | None = "auto",
-           out: Path | None = RESULTS, quick: str | None = None) -> argparse.ArgumentParser:
+           out: Path | None = RESULTS, quick: str | None = None, quantize: bool = False) -> argparse.ArgumentParser:
     """An ArgumentParser described by the first paragraph of the script's docstring, with the
-    arguments every study takes: --model (None: no such argument), --device, --out (a folder)
-    and, given its help text, --quick."""
+    arguments every study takes: --model (None: no such argument), --device, --out (a folder),
+    given its help text, --quick, and with `quantize`, --quantize (for the studies that load
+    the model with it: hermes.quant)."""
     p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     if model is not None:
         p.add_argument("--model", default=model, help="hermes-tiny, random-tiny, random-ov-0.5b, a local model "
@@ -69,9 +71,18 @@ def parser(doc: str | None, *, model: str | None = DEFAULT_MODEL, device: str | 
                        help="where the model runs: cpu, cuda, cuda:1, ... (default: a GPU if one is visible)")
     if out is not None:
         p.add_argument("--out", type=Path, default=out, help=f"result folder (default {out})")
+    if quantize:
+        p.add_argument("--quantize", choices=QUANTIZE, default="none",
+                       help="int8: the decoder's weights in int8 (hermes.quant); results named *-int8")
     if quick is not None:
         p.add_argument("--quick", action="store_true", help=quick.replace("%", "%%"))  # argparse formats help
     return p
+
+
+def quantize_flag(args: argparse.Namespace) -> str:
+    """" --quantize int8" when the study ran with it, else "": for a result's command line."""
+    quantize = getattr(args, "quantize", "none")
+    return "" if quantize == "none" else f" --quantize {quantize}"
 
 
 def where(device: str = "cpu") -> str:

@@ -66,8 +66,14 @@ def shared_backbone(model: str, allowed: list[str]) -> Backbone:
         raise HermesError(f"model {model!r} is not offered here; choose one of {', '.join(allowed)}")
     with _BACKBONES_LOCK:
         if model not in _BACKBONES:
-            _BACKBONES[model] = load_backbone(model, device="auto", dtype="auto")  # HERMES_DEVICE / HERMES_DTYPE
+            _BACKBONES[model] = load_backbone(model)  # "auto": HERMES_DEVICE / HERMES_DTYPE / HERMES_QUANTIZE
         return _BACKBONES[model]
+
+
+def runs_on(model: str, st: dict) -> str:
+    """"hermes-smol on cpu in float32" (", int8 weights" when the decoder's are): from status()."""
+    weights = ", int8 weights" if st.get("weights") == "int8" else ""
+    return f"{model} on {st['device']} in {st['dtype']}{weights}"
 
 
 def json_ready(value: object) -> object:
@@ -461,7 +467,7 @@ class Session:
                 "seek": list(playback.seek) if playback.seek else None, "per_tick": self.per_tick(),
                 "kv_bytes": stats["kv_bytes"], "cache_lengths": stats["cache_lengths"],
                 "policies": [ln.policy for ln in self.lanes], "model": stats["model"], "device": stats["device"],
-                "dtype": stats["dtype"]}
+                "dtype": stats["dtype"], "weights": stats["weights"]}
 
     def trace(self) -> dict:
         """Everything this session saw and answered, JSON-ready."""
@@ -488,7 +494,7 @@ class Session:
             held += f" ({counted(st['frames'], 'frame')} read, up to {st['ingested_s']:.1f} s)" + (
                 " · stream ended" if st["ended"] else "")
             return {"stream": f"{st['source']}{length}" if st["source"] else "none (nothing played)",
-                    "model": f"{c.model} on {st['device']} in {st['dtype']}",
+                    "model": runs_on(c.model, st),
                     "policy": " compared with ".join(c.policy_names()),
                     "settings": f"budget {self.budget_text()}; chunks of {c.chunk_frames} frames at {c.fps:g} fps; "
                                 f"re-index {c.reindex}; " + "; ".join(params),

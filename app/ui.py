@@ -34,7 +34,7 @@ from gradio.utils import get_upload_folder
 
 from app import model_card, render
 from app.playback import PlayerReport, check_report
-from app.session import Session
+from app.session import Session, runs_on
 from app.settings import BUNDLED_OFFERED, MAX_BUDGET_FRAMES, Controls, Settings, panel_number
 from app.sources import UploadGate, list_examples
 from app.store import SessionStore, client_address
@@ -193,13 +193,13 @@ def status_line(st: dict) -> str:
     """The ticking status line from Session.status(): what memory holds, where the player is and
     what happened to the stream (waiting for the player's restart, stopped, sought back or
     forward, behind, ended). Pure: tested with status dicts, without a browser."""
-    runs_on = f"{st['model']} on {st['device']} in {st['dtype']}"
+    where = runs_on(st["model"], st)
     if st["source"] is None:
-        return f"Choose an example stream, upload a video or start the webcam. · {runs_on}"
+        return f"Choose an example stream, upload a video or start the webcam. · {where}"
     read, player, state, memory = st["ingested_s"], st["player_s"], st["state"], st["memory_s"]
     held = "memory holds nothing yet" if memory is None else f"memory holds up to {memory:.1f} s"
     chunks = counted(st["chunks"], "chunk")
-    parts = [f"**{st['source']}** — {held} ({counted(st['frames'], 'frame')} read, to {read:.1f} s; {chunks})", runs_on]
+    parts = [f"**{st['source']}** — {held} ({counted(st['frames'], 'frame')} read, to {read:.1f} s; {chunks})", where]
     if st["pending_frames"]:
         parts.append(f"{counted(st['pending_frames'], 'frame')} waiting for the chunk to fill")
     if state == "waiting":

@@ -47,6 +47,7 @@ from transformers import (
 from hermes.attention import ATTENTION_NAME
 from hermes.cache import NEWLINE, VIDEO
 from hermes.errors import HermesError
+from hermes.quant import is_quantized, quantize_decoder, resolve_quantize
 from hermes.tokenizer import VIDEO_TOKEN, build_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -233,6 +234,11 @@ class Backbone:
     @property
     def dtype(self) -> torch.dtype:
         return self.model.dtype
+
+    @property
+    def weights(self) -> str:
+        """How the decoder's weights are held: "int8" (hermes.quant) or the model's dtype name."""
+        return "int8" if is_quantized(self.model) else dtype_name(self.dtype)
 
     @property
     def stop_ids(self) -> set[int]:
@@ -453,10 +459,18 @@ def build_random(config: LlavaOnevisionConfig, seed: int = 0, name: str = "rando
 
 
 def load_backbone(model: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str | torch.dtype = "auto",
-                  seed: int = 0) -> Backbone:
+                  seed: int = 0, quantize: str = "auto") -> Backbone:
     """Load a backbone by name, local directory or hub id, on `device` in `dtype` (see the
-    module docstring: "auto" by default)."""
-    device = resolve_device(device)
+    module docstring: "auto" by default); quantize="int8": the decoder's weights in int8
+    (hermes.quant; "auto" reads HERMES_QUANTIZE, else none)."""
+    quantize = resolve_quantize(quantize)
+    backbone = _load(model, resolve_device(device), dtype, seed)
+    if quantize == "int8":
+        quantize_decoder(backbone.model)
+    return backbone
+
+
+def _load(model: str, device: str, dtype: str | torch.dtype, seed: int) -> Backbone:
     dtype = resolve_dtype(dtype, device)
     if model == "random-tiny":
         return build_random(tiny_config(len(build_tokenizer())), seed=seed, name="random-tiny").to(device, dtype)

@@ -328,6 +328,7 @@ class StreamEngine:
             state = self._state
             backbone = self.backbone
             return {"model": backbone.name, "device": str(backbone.device), "dtype": dtype_name(backbone.dtype),
+                    "weights": backbone.weights,
                     "layout": backbone.layout, "policy": self.policy.name, "budget": self.config.budget,
                     "frames_seen": state.frames_seen, "pending_frames": len(state.pending), "chunks": state.chunks,
                     "stream_time_s": state.last_time, "prefix_tokens": self.prefix_tokens,
@@ -337,18 +338,19 @@ class StreamEngine:
 
 
 def load_engine(model: str | Backbone = "hermes-tiny", policy: str | Policy = "hermes", budget: int | None = None,
-                *, device: str = "auto", dtype: str | torch.dtype = "auto", seed: int = 0,
+                *, device: str = "auto", dtype: str | torch.dtype = "auto", seed: int = 0, quantize: str = "auto",
                 policy_params: dict | None = None, **config: object) -> StreamEngine:
     """Build a StreamEngine. `model`: a name / directory / hub id (see hermes.backbones) or an
-    already loaded Backbone (engines may share one); `device` ("auto", "cpu", "cuda") and
-    `dtype` ("auto", "float32", "bfloat16", "float16") as in ``load_backbone``; `policy`: a
-    registered name (with its parameters in `policy_params`) or a Policy instance; `config`:
-    HermesConfig fields."""
+    already loaded Backbone (engines may share one); `device` ("auto", "cpu", "cuda"), `dtype`
+    ("auto", "float32", "bfloat16", "float16") and `quantize` ("auto", "none", "int8") as in
+    ``load_backbone``; `policy`: a registered name (with its parameters in `policy_params`) or a
+    Policy instance; `config`: HermesConfig fields."""
     cfg = HermesConfig.from_kwargs(budget=budget, **config)
     if isinstance(policy, Policy) and policy_params:
         raise HermesError("policy_params go with a policy name; a Policy instance already has its parameters")
-    if isinstance(model, Backbone) and (device, dtype) != ("auto", "auto"):
-        raise HermesError("device and dtype go with a model name; a loaded Backbone already has them")
+    if isinstance(model, Backbone) and (device, dtype, quantize) != ("auto", "auto", "auto"):
+        raise HermesError("device, dtype and quantize go with a model name; a loaded Backbone already has them")
     pol = get(policy, **(policy_params or {}))
-    backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, dtype=dtype, seed=seed)
+    backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, dtype=dtype,
+                                                                         seed=seed, quantize=quantize)
     return StreamEngine(backbone, pol, cfg)
