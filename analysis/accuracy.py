@@ -235,8 +235,9 @@ def plot(runs: list[Run], chance: dict, path: Path) -> None:
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
-    axes[-1].legend(fontsize=7, loc="lower right")
-    common.save_figure(fig, path)
+    fig.legend(*axes[-1].get_legend_handles_labels(), fontsize=8, loc="center right")  # beside the panels
+    fig.tight_layout(rect=(0, 0, 0.93, 1))  # room for the legend on the right, covering no panel
+    common.save_figure(fig, path, tight=False)
 
 
 def load_benchmark(path: str | Path) -> list[dict]:

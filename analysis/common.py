@@ -138,8 +138,9 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
-    """tight_layout, save as PNG, close."""
-    fig.tight_layout()
+def save_figure(fig, path: str | Path, dpi: int = 110, tight: bool = True) -> None:
+    """tight_layout (unless the caller laid the figure out), save as PNG, close."""
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     pyplot().close(fig)
