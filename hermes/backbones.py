@@ -15,7 +15,9 @@ assets/models/hermes-tiny), a local directory, or a hub id.
 
 Device and precision: ``device="auto"`` takes CUDA where present, else the CPU;
 ``dtype="auto"`` takes bfloat16 on CUDA (float16 where the GPU has no bfloat16) and float32
-on the CPU. The environment variables HERMES_DEVICE / HERMES_DTYPE decide what "auto" means.
+on the CPU. ``quantize="int8"`` holds the decoder's linear layers and output head in int8
+(hermes.quant; "auto" means none). The environment variables HERMES_DEVICE / HERMES_DTYPE /
+HERMES_QUANTIZE decide what "auto" means.
 
 Layout (``Backbone.layout``): where the model's ``image_newline`` token goes.
 "newline-before-question" is transformers' own layout (frames x tokens for the whole video,

@@ -4,8 +4,9 @@
         --ask "what is on the screen now ?" --ask-at 10 --ask "what happened ?"
 
 --device / --dtype default to "auto": CUDA in bfloat16 (float16 where the GPU has no
-bfloat16) when torch sees a GPU, else the CPU in float32; HERMES_DEVICE / HERMES_DTYPE
-decide what "auto" means.
+bfloat16) when torch sees a GPU, else the CPU in float32; --quantize int8 holds the decoder's
+weights in int8 (hermes.quant). HERMES_DEVICE / HERMES_DTYPE / HERMES_QUANTIZE decide what
+"auto" means.
 
 Each --ask is answered once the stream reaches its --ask-at time (seconds; questions
 without one are asked at the end). Prints every answer with its time to first token and
@@ -25,6 +26,7 @@ from hermes.config import HermesConfig
 from hermes.engine import load_engine
 from hermes.errors import HermesError
 from hermes.policies import available
+from hermes.quant import QUANTIZE
 from hermes.video import iter_frames, probe
 
 DEFAULTS = HermesConfig()
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default="hermes-tiny", help="hermes-tiny, random-tiny, a model directory or a hub id")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     run.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="precision (default auto)")
+    run.add_argument("--quantize", default="auto", choices=["auto", *QUANTIZE],
+                     help="int8: the decoder's weights in int8 (default auto: none)")
     run.add_argument("--policy", default="hermes", help=f"eviction policy ({', '.join(available())})")
     run.add_argument("--budget", type=int, default=None, help="video tokens kept per layer (default: no limit)")
     run.add_argument("--fps", type=float, default=DEFAULTS.fps, help="frames sampled per second of video")
@@ -60,10 +64,12 @@ def run(args: argparse.Namespace) -> int:
     schedule = _schedule(args.ask, args.ask_at)
     info = probe(args.video)
     engine = load_engine(args.model, policy=args.policy, budget=args.budget, device=args.device, dtype=args.dtype,
-                         fps=args.fps, chunk_frames=args.chunk_frames, max_new_tokens=args.max_new_tokens)
+                         quantize=args.quantize, fps=args.fps, chunk_frames=args.chunk_frames,
+                         max_new_tokens=args.max_new_tokens)
     total = int(info.duration_s * args.fps) + 1 if info.duration_s else None
     backbone = engine.backbone
-    print(f"model {backbone.name} on {backbone.device} in {dtype_name(backbone.dtype)} ({backbone.layout}) | "
+    print(f"model {backbone.name} on {backbone.device} in {dtype_name(backbone.dtype)}"
+          f"{', int8 weights' if backbone.weights == 'int8' else ''} ({backbone.layout}) | "
           f"policy {engine.policy.name} | budget {args.budget} | "
           f"{info.width}x{info.height} {info.codec} at {args.fps:g} fps")
 

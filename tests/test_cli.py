@@ -40,3 +40,11 @@ def test_cli_rejects_unknown_policy(tmp_path, capsys):
     assert main(["run", str(path), "--model", "random-tiny", "--policy", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown policy 'nope'; available: ") and "fifo" in err
+
+
+def test_cli_runs_with_int8_weights_and_says_so(tmp_path, capsys):
+    path = write_video(tmp_path / "clip.mp4", random_frames(8, height=48, width=64), fps=4)
+    code = main(["run", str(path), "--model", "random-tiny", "--quantize", "int8", "--fps", "4", "--chunk-frames",
+                 "4", "--ask", "what is on the screen now ?", "--max-new-tokens", "2"])
+    out = capsys.readouterr().out
+    assert code == 0 and "in float32, int8 weights (" in out and "A: '" in out
