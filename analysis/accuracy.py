@@ -296,9 +296,11 @@ def benchmark(args: argparse.Namespace) -> None:
     every = [h for v in hits.values() for h in v]
     rows = [[task, len(values), f"{np.mean(values):.3f}"] for task, values in sorted(hits.items())]
     rows.append(["all", len(every), f"{np.mean(every) if every else float('nan'):.3f}"])
-    lines = [f"# {Path(args.benchmark).name}: `{args.model}`, policy {args.policy}, budget {args.budget}", "",
-             *common.table(["task", "questions", "accuracy"], rows)]
-    out = Path(args.out) if args.out else common.RESULTS / f"benchmark_{Path(args.benchmark).stem}.md"
+    weights = "" if args.quantize == "none" else f", {args.quantize} weights"
+    lines = [f"# {Path(args.benchmark).name}: `{args.model}`{weights}, policy {args.policy}, budget {args.budget}",
+             "", *common.table(["task", "questions", "accuracy"], rows)]
+    suffix = "" if args.quantize == "none" else f"-{args.quantize}"
+    out = Path(args.out) if args.out else common.RESULTS / f"benchmark_{Path(args.benchmark).stem}{suffix}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     common.write_markdown(out, lines, echo=True)
 

@@ -44,6 +44,7 @@ from app.study import span_text
 from hermes.backbones import Backbone, frames_for_tokens, load_backbone
 from hermes.errors import HermesError
 from hermes.inputs import check_question
+from hermes.quant import describe
 from hermes.studies.mechanistic import Study, counted, distance_edges, hermes_tiers, study_stream, summarise
 from hermes.telemetry import ChunkEvent, QuestionEvent
 
@@ -66,14 +67,13 @@ def shared_backbone(model: str, allowed: list[str]) -> Backbone:
         raise HermesError(f"model {model!r} is not offered here; choose one of {', '.join(allowed)}")
     with _BACKBONES_LOCK:
         if model not in _BACKBONES:
-            _BACKBONES[model] = load_backbone(model)  # "auto": HERMES_DEVICE / HERMES_DTYPE / HERMES_QUANTIZE
+            _BACKBONES[model] = load_backbone(model, quantize="auto")  # HERMES_DEVICE / HERMES_DTYPE / HERMES_QUANTIZE
         return _BACKBONES[model]
 
 
 def runs_on(model: str, st: dict) -> str:
     """"hermes-smol on cpu in float32" (", int8 weights" when the decoder's are): from status()."""
-    weights = ", int8 weights" if st.get("weights") == "int8" else ""
-    return f"{model} on {st['device']} in {st['dtype']}{weights}"
+    return f"{model} on {st['device']} in {describe(st['dtype'], st.get('weights', st['dtype']))}"
 
 
 def json_ready(value: object) -> object:

@@ -16,8 +16,8 @@ assets/models/hermes-tiny), a local directory, or a hub id.
 Device and precision: ``device="auto"`` takes CUDA where present, else the CPU;
 ``dtype="auto"`` takes bfloat16 on CUDA (float16 where the GPU has no bfloat16) and float32
 on the CPU. ``quantize="int8"`` holds the decoder's linear layers and output head in int8
-(hermes.quant; "auto" means none). The environment variables HERMES_DEVICE / HERMES_DTYPE /
-HERMES_QUANTIZE decide what "auto" means.
+(hermes.quant; the default is none). The environment variables HERMES_DEVICE / HERMES_DTYPE /
+HERMES_QUANTIZE decide what "auto" means (the app and the CLI pass quantize="auto").
 
 Layout (``Backbone.layout``): where the model's ``image_newline`` token goes.
 "newline-before-question" is transformers' own layout (frames x tokens for the whole video,
@@ -461,10 +461,10 @@ def build_random(config: LlavaOnevisionConfig, seed: int = 0, name: str = "rando
 
 
 def load_backbone(model: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str | torch.dtype = "auto",
-                  seed: int = 0, quantize: str = "auto") -> Backbone:
+                  seed: int = 0, quantize: str = "none") -> Backbone:
     """Load a backbone by name, local directory or hub id, on `device` in `dtype` (see the
     module docstring: "auto" by default); quantize="int8": the decoder's weights in int8
-    (hermes.quant; "auto" reads HERMES_QUANTIZE, else none)."""
+    (hermes.quant; "auto" reads HERMES_QUANTIZE)."""
     quantize = resolve_quantize(quantize)
     backbone = _load(model, resolve_device(device), dtype, seed)
     if quantize == "int8":

@@ -26,7 +26,7 @@ from hermes.config import HermesConfig
 from hermes.engine import load_engine
 from hermes.errors import HermesError
 from hermes.policies import available
-from hermes.quant import QUANTIZE
+from hermes.quant import QUANTIZE, describe
 from hermes.video import iter_frames, probe
 
 DEFAULTS = HermesConfig()
@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
                          max_new_tokens=args.max_new_tokens)
     total = int(info.duration_s * args.fps) + 1 if info.duration_s else None
     backbone = engine.backbone
-    print(f"model {backbone.name} on {backbone.device} in {dtype_name(backbone.dtype)}"
-          f"{', int8 weights' if backbone.weights == 'int8' else ''} ({backbone.layout}) | "
+    print(f"model {backbone.name} on {backbone.device} in {describe(dtype_name(backbone.dtype), backbone.weights)} "
+          f"({backbone.layout}) | "
           f"policy {engine.policy.name} | budget {args.budget} | "
           f"{info.width}x{info.height} {info.codec} at {args.fps:g} fps")
 

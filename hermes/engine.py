@@ -338,17 +338,17 @@ class StreamEngine:
 
 
 def load_engine(model: str | Backbone = "hermes-tiny", policy: str | Policy = "hermes", budget: int | None = None,
-                *, device: str = "auto", dtype: str | torch.dtype = "auto", seed: int = 0, quantize: str = "auto",
+                *, device: str = "auto", dtype: str | torch.dtype = "auto", seed: int = 0, quantize: str = "none",
                 policy_params: dict | None = None, **config: object) -> StreamEngine:
     """Build a StreamEngine. `model`: a name / directory / hub id (see hermes.backbones) or an
     already loaded Backbone (engines may share one); `device` ("auto", "cpu", "cuda"), `dtype`
-    ("auto", "float32", "bfloat16", "float16") and `quantize` ("auto", "none", "int8") as in
+    ("auto", "float32", "bfloat16", "float16") and `quantize` ("none", "int8", "auto") as in
     ``load_backbone``; `policy`: a registered name (with its parameters in `policy_params`) or a
     Policy instance; `config`: HermesConfig fields."""
     cfg = HermesConfig.from_kwargs(budget=budget, **config)
     if isinstance(policy, Policy) and policy_params:
         raise HermesError("policy_params go with a policy name; a Policy instance already has its parameters")
-    if isinstance(model, Backbone) and (device, dtype, quantize) != ("auto", "auto", "auto"):
+    if isinstance(model, Backbone) and (device, dtype, quantize) != ("auto", "auto", "none"):
         raise HermesError("device, dtype and quantize go with a model name; a loaded Backbone already has them")
     pol = get(policy, **(policy_params or {}))
     backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, dtype=dtype,

@@ -9,6 +9,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for a hub
 os.environ.setdefault("HERMES_DEVICE", "cpu")  # device="auto" means the CPU in fp32 here, even beside a GPU
+os.environ.pop("HERMES_QUANTIZE", None)  # the app's int8 switch (hermes.quant): a test asks for int8 itself
 
 from hermes.backbones import Backbone, load_backbone
 from hermes.config import HermesConfig

@@ -14,7 +14,7 @@ import hermes
 from app.session import runs_on
 from hermes import HermesError
 from hermes.backbones import load_backbone
-from hermes.quant import KERNEL_ROWS, Int8Linear, is_quantized, resolve_quantize
+from hermes.quant import KERNEL_ROWS, Int8Linear, is_quantized, quantize_decoder, resolve_quantize
 from hermes.shapestream import generate, grade
 from hermes.studies.results import result_name
 
@@ -49,6 +49,7 @@ def test_quantised_backbone_says_so_and_answers_as_before():
     plain, quantised = load_backbone("hermes-tiny"), load_backbone("hermes-tiny", quantize="int8")
     assert (plain.weights, quantised.weights) == ("float32", "int8")
     assert is_quantized(quantised.model) and not is_quantized(plain.model)
+    assert quantize_decoder(quantised.model) == 0  # quantising twice changes nothing
     layer = quantised.language_model.layers[0]
     assert isinstance(layer.mlp.down_proj, Int8Linear) and isinstance(quantised.model.lm_head, Int8Linear)
     assert isinstance(quantised.model.model.multi_modal_projector.linear_1, nn.Linear)  # vision side untouched
@@ -70,11 +71,11 @@ def test_quantize_is_checked_and_auto_reads_the_environment(monkeypatch):
     monkeypatch.delenv("HERMES_QUANTIZE", raising=False)
     assert resolve_quantize("auto") == "none" and resolve_quantize("int8") == "int8"
     monkeypatch.setenv("HERMES_QUANTIZE", "int8")
-    assert load_backbone("random-tiny").weights == "int8"
-    assert load_backbone("random-tiny", quantize="none").weights == "float32"  # an explicit choice wins
+    assert load_backbone("random-tiny", quantize="auto").weights == "int8"  # what the app and the CLI pass
+    assert load_backbone("random-tiny").weights == "float32"  # the default: a study never measures int8 unasked
     monkeypatch.setenv("HERMES_QUANTIZE", "int4")
-    with pytest.raises(HermesError, match="quantize must be"):
-        load_backbone("random-tiny")
+    with pytest.raises(HermesError, match=r"quantize must be .* got 'int4' \(from HERMES_QUANTIZE\)"):
+        load_backbone("random-tiny", quantize="auto")
     with pytest.raises(HermesError, match="a loaded Backbone already has them"):
         hermes.load_engine(load_backbone("random-tiny", quantize="none"), quantize="int8")
 
