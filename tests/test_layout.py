@@ -14,8 +14,9 @@ FORBIDDEN_IMPORTS = [  # package, what it must never import
     ("app", ("analysis", "tiny")),
     ("analysis", ("app", "tiny")),
 ]
-# transformers' own config field, the documented way to switch a model's attention
-FOREIGN_PRIVATE = {"_attn_implementation"}
+# transformers' own config field, the documented way to switch a model's attention; torch's
+# weight-only int8 matmul, which has no public name (torchao calls it the same way): hermes.quant
+FOREIGN_PRIVATE = {"_attn_implementation", "_weight_int8pack_mm"}
 
 
 def sources(package: str) -> list[Path]:
