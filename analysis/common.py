@@ -35,8 +35,8 @@ from hermes.quant import QUANTIZE
 from hermes.studies.replay import feed, replay
 from hermes.studies.results import DEFAULT_MODEL, result_name
 
-__all__ = ["DEFAULT_MODEL", "RESULTS", "default_device", "feed", "machine", "parser", "pyplot", "replay", "result_name",
-           "save_figure", "stem", "table", "today", "where", "write_csv", "write_markdown"]
+__all__ = ["DEFAULT_MODEL", "RESULTS", "cpu_name", "default_device", "feed", "machine", "parser", "pyplot", "replay",
+           "result_name", "save_figure", "stem", "table", "today", "where", "write_csv", "write_markdown"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -85,15 +85,36 @@ def quantize_flag(args: argparse.Namespace) -> str:
     return "" if quantize == "none" else f" --quantize {quantize}"
 
 
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """The CPU's model name and its widest vector units, "Intel(R) Xeon(R) Processor, AVX-512":
+    timings differ 2-3x between the machines this project runs on, so a result names its CPU.
+    `cpuinfo`: the text of /proc/cpuinfo (read when None; platform.processor() where it is absent)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    units = [label for flag, label in VECTOR_UNITS if flag in flags]
+    return ", ".join([fields.get("model name") or platform.machine(), *units[:1]])
+
+
+# The widest first: where() names only the first one a CPU has.
+VECTOR_UNITS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 with bf16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+
+
 def where(device: str = "cpu") -> str:
-    """The processor a timing ran on: a GPU's name, or "x86_64 CPU, 2 threads"."""
+    """The processor a timing ran on: a GPU's name, or
+    "x86_64 CPU (Intel(R) Xeon(R) Processor, AVX-512), 2 threads"."""
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"{platform.machine()} CPU ({cpu_name()}), {torch.get_num_threads()} threads"
 
 
 def machine(device: str = "cpu") -> str:
-    """For a result's header: "x86_64 CPU, 2 threads, torch 2.x, 2026-01-31"."""
+    """For a result's header: "x86_64 CPU (<its name>, AVX-512), 2 threads, torch 2.x, 2026-01-31"."""
     return f"{where(device)}, torch {torch.__version__}, {today()}"
 
 

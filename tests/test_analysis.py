@@ -8,6 +8,7 @@ import csv
 import importlib
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,20 @@ def test_result_names_tables_and_csv():
     assert common.result_name("accuracy", "hermes-tiny", False, "cpu") == "accuracy"
     assert common.result_name("accuracy", "/models/My Model", True, "cuda:1") == "accuracy-My-Model-cuda_quick"
     assert common.table(["a", "b"], [[1, "x"]]) == ["| a | b |", "|---|---|", "| 1 | x |"]
+
+
+@pytest.mark.parametrize("cpuinfo, expected", [
+    ("model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse avx2 fma\n", "AMD EPYC 7B13, AVX2"),
+    ("model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: avx2 avx512f avx512_vnni\n",
+     "Intel(R) Xeon(R) Processor, AVX-512"),
+    ("model name\t: Intel(R) Xeon(R) Platinum\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16\n",
+     "Intel(R) Xeon(R) Platinum, AMX"),
+    ("model name\t: Some CPU\nflags\t\t: fpu sse\n", "Some CPU"),
+])
+def test_a_result_names_the_cpu_and_its_widest_vector_units(cpuinfo, expected):
+    """Timings differ 2-3x between the project's machines: a result header must tell them apart."""
+    assert common.cpu_name(cpuinfo) == expected
+    assert common.where("cpu").startswith(f"{platform.machine()} CPU (")
 
 
 def test_csv_from_dicts_or_rows_under_a_head(tmp_path):

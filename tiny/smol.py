@@ -53,6 +53,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from analysis.common import where
 from hermes.backbones import (
     BUNDLED_MODELS,
     DEFAULT_PSEUDO_QUERIES,
@@ -224,7 +225,8 @@ def model_card(bb: Backbone, metrics: dict, cfg: SmolConfig, command: str) -> st
     lora = sum(p.numel() for k, p in bb.model.named_parameters() if "lora_" in k)
     return MODEL_CARD.format(
         rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=cfg.lora_targets, part_mb=(part + lora) * 4 / 2**20,
-        command=command, device=metrics.get("device", "cpu"), vision_steps=cfg.vision_steps, qa_steps=cfg.qa_steps,
+        command=command, device=metrics.get("processor") or metrics.get("device", "cpu"),
+        vision_steps=cfg.vision_steps, qa_steps=cfg.qa_steps,
         min_frames=cfg.min_frames, max_frames=cfg.max_frames, max_questions=cfg.max_questions, lr=cfg.lr,
         tower_lr=cfg.tower_lr, seed=cfg.seed,
         bf16=", bfloat16 autocast" if cfg.bf16 else "", minutes=metrics.get("train_minutes_this_run"),
@@ -465,6 +467,7 @@ def finish(bb: Backbone, lora: PeftModel, cfg: SmolConfig, device: torch.device,
     seeds = range(200, 200 + max(1, cfg.eval_streams))
     metrics = evaluate(bb, seeds, device, frames=cfg.eval_frames)
     metrics.update(eval_seeds=f"{seeds.start}-{seeds.stop - 1}", eval_frames=cfg.eval_frames, device=device.type,
+                   processor=where(device.type),  # its step time differs 2-3x between CPUs
                    train_minutes_this_run=round((time.time() - start) / 60, 1),
                    qa_steps_done=state["step"] if state["stage"] == "qa" else 0)
     save_smol(bb, lora, cfg.out, metrics, cfg, command(cfg))
