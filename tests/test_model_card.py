@@ -471,8 +471,8 @@ def ui_texts(demo) -> list[tuple[str | None, str]]:
 
 @pytest.mark.parametrize("shares", [None, REVERSED, FLAT, SPLIT])
 def test_no_ui_text_claims_the_papers_layer_split_unless_the_models_study_shows_it(monkeypatch, shares):
-    """None: the committed studies on disk (hermes-tiny's does not show the split; hermes-smol's,
-    once trained, does); otherwise every model's study measures `shares`."""
+    """None: the committed studies on disk (hermes-tiny's shows the reverse split; hermes-smol's
+    shows the paper's or none, by its weights); otherwise every model's study measures `shares`."""
     from app import ui
 
     if shares is not None:
