@@ -85,6 +85,10 @@ def quantize_flag(args: argparse.Namespace) -> str:
     return "" if quantize == "none" else f" --quantize {quantize}"
 
 
+# The widest first: cpu_name() names only the first one a CPU has.
+VECTOR_UNITS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 with bf16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+
+
 def cpu_name(cpuinfo: str | None = None) -> str:
     """The CPU's model name and its widest vector units, "Intel(R) Xeon(R) Processor, AVX-512":
     timings differ 2-3x between the machines this project runs on, so a result names its CPU.
@@ -94,15 +98,10 @@ def cpu_name(cpuinfo: str | None = None) -> str:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             return platform.processor() or platform.machine()
-    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)}
     flags = set(fields.get("flags", "").split())
-    units = [label for flag, label in VECTOR_UNITS if flag in flags]
-    return ", ".join([fields.get("model name") or platform.machine(), *units[:1]])
-
-
-# The widest first: where() names only the first one a CPU has.
-VECTOR_UNITS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 with bf16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+    widest = next((label for flag, label in VECTOR_UNITS if flag in flags), None)
+    return ", ".join(filter(None, [fields.get("model name") or platform.machine(), widest]))
 
 
 def where(device: str = "cpu") -> str:
